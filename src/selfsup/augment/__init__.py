@@ -1,0 +1,25 @@
+"""Batched tensor augmentations that run on the batch's device; one call augments a batch."""
+
+from selfsup.augment.ops import (
+    color_jitter,
+    default_blur_kernel,
+    gaussian_blur,
+    horizontal_flip,
+    random_grayscale,
+    random_resized_crop,
+    solarize,
+)
+from selfsup.augment.views import ViewAugment, light_augment, simclr_augment
+
+__all__ = [
+    "ViewAugment",
+    "color_jitter",
+    "default_blur_kernel",
+    "gaussian_blur",
+    "horizontal_flip",
+    "light_augment",
+    "random_grayscale",
+    "random_resized_crop",
+    "simclr_augment",
+    "solarize",
+]

@@ -1,0 +1,56 @@
+"""Image backbones: float (B, C, H, W) in [0, 1] -> pooled features (B, feature_dim).
+
+Every backbone has `feature_dim`, a JSON-serialisable `config` such that
+`build_backbone(**config)` rebuilds the same architecture, and `stages()` (input to output,
+stem first) so a fine-tuner can freeze the first K.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from selfsup.backbones.export import load_backbone, save_backbone
+from selfsup.backbones.resnet import ResNet
+from selfsup.backbones.small_cnn import SmallCNN
+from selfsup.backbones.vit import ViT
+from selfsup.errors import SelfSupError
+
+BACKBONES: dict[str, str] = {
+    "small_cnn": "4-stage conv3x3-BN-ReLU CNN with max-pools, 256-d features; fast on CPU",
+    "resnet18": "ResNet-18, 512-d features; CIFAR stem (3x3, no max-pool) for images <= 64 px",
+    "resnet50": "ResNet-50 (bottleneck), 2048-d features; options: stem, width",
+    "vit_tiny": "ViT-Tiny (192-d, 12 pre-norm blocks, 3 heads); options: patch_size, pool",
+}
+
+_BUILDERS: dict[str, Any] = {
+    "small_cnn": SmallCNN,
+    "resnet18": lambda **kw: ResNet("resnet18", **kw),
+    "resnet50": lambda **kw: ResNet("resnet50", **kw),
+    "vit_tiny": ViT,
+}
+_OPTIONS: dict[str, list[str]] = {
+    "small_cnn": ["width", "depth"],
+    "resnet18": ["stem", "width"],
+    "resnet50": ["stem", "width"],
+    "vit_tiny": ["patch_size", "dim", "depth", "heads", "mlp_ratio", "pool"],
+}
+
+
+def build_backbone(
+    name: str, in_channels: int = 3, image_size: int = 32, **options: Any
+) -> nn.Module:
+    """Build a backbone by name for images of `in_channels` x `image_size` x `image_size`."""
+    if name not in BACKBONES:
+        raise SelfSupError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    unknown = sorted(set(options) - set(_OPTIONS[name]))
+    if unknown:
+        raise SelfSupError(
+            f"unknown option(s) {', '.join(unknown)} for backbone {name!r}; "
+            f"it takes: {', '.join(_OPTIONS[name])}"
+        )
+    return _BUILDERS[name](in_channels=in_channels, image_size=image_size, **options)
+
+
+__all__ = ["BACKBONES", "build_backbone", "load_backbone", "save_backbone"]

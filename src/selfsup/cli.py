@@ -1,0 +1,290 @@
+"""The `selfsup` command: parses flags, builds a recipe and calls selfsup.runs.
+
+Heavy modules (torch, matplotlib) are imported inside the commands so `selfsup --help` and
+`selfsup tasks` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from selfsup.errors import SelfSupError
+
+# Flags that map 1:1 onto TrainConfig fields (type, help).
+TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+    "steps": (int, "optimizer steps (default 1000)"),
+    "batch_size": (int, "images per device per step (default 256)"),
+    "optimizer": (str, "sgd, adamw or lars (default adamw)"),
+    "lr": (float, "peak learning rate (default: per optimizer)"),
+    "weight_decay": (float, "weight decay (default 1e-4)"),
+    "warmup_steps": (int, "linear warmup steps before the cosine decay (default 5%% of steps)"),
+    "precision": (str, "32, bf16-mixed or 16-mixed (default 32)"),
+    "accelerator": (str, "cpu, cuda or auto (default auto)"),
+    "devices": (int, "devices per node; >1 runs DDP (gloo on CPU)"),
+    "num_nodes": (int, "nodes for multi-node DDP (launch with torchrun, see docs/engine.md)"),
+    "checkpoint_every": (int, "write checkpoints/last.pt every N steps (default 500)"),
+    "log_every": (int, "append to metrics.jsonl every N steps (default 10)"),
+    "seed": (int, "random seed (default 0)"),
+    "num_workers": (int, "DataLoader workers for image folders (default 2)"),
+}
+
+DEMO_RECIPE = {
+    "task": "simclr",
+    "backbone": "small_cnn",
+    "data": "digits",
+    "image_size": 16,
+    "train": {
+        "steps": 300,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "log_every": 10,
+        "checkpoint_every": 100,
+    },
+}
+
+
+def _percentages(text: str) -> tuple[float, ...]:
+    """'1%,10%,100%' or '0.01,0.1,1' -> (0.01, 0.1, 1.0)."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad label fraction {part!r}; use e.g. 1%,10%,100% or 0.01,0.1,1"
+            ) from None
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"label fraction {part!r} must be in (0%, 100%]")
+        values.append(value)
+    return tuple(values)
+
+
+def _choices(valid: tuple[str, ...], allow_none: bool = False):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(p.strip() for p in text.split(",") if p.strip())
+        if allow_none and items == ("none",):
+            return ()
+        bad = [p for p in items if p not in valid]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown choice(s) {', '.join(bad) or text!r}; valid: {', '.join(valid)}"
+            )
+        return items
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that suggest the closest valid flag."""
+
+    def error(self, message: str):  # type: ignore[override]
+        if message.startswith("unrecognized arguments"):
+            import difflib
+
+            flags = [s for a in self._actions for s in a.option_strings]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word, flags, n=1)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="selfsup",
+        description="Self-supervised pretraining and few-label evaluation.",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    p = sub.add_parser("pretrain", help="learn a representation from unlabeled data")
+    p.add_argument("--recipe", help="YAML recipe (see recipes/); flags override it")
+    p.add_argument("--task", help="pretext task (see `selfsup tasks`)")
+    p.add_argument("--data", help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR")
+    p.add_argument("--backbone", help="small_cnn, resnet18, resnet50, vit_tiny")
+    p.add_argument("--image-size", type=int, help="resize images to this square size")
+    for name, (kind, text) in TRAIN_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any recipe value, e.g. task_options.temperature=0.2 (repeatable)",
+    )
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--download", action="store_true", help="download the data set if missing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="few-label evaluation of a run against baselines")
+    e.add_argument("run", help="run directory written by `selfsup pretrain`")
+    e.add_argument("--data", help="labelled data (default: the run's data)")
+    e.add_argument(
+        "--protocol",
+        type=_choices(("knn", "linear", "finetune")),
+        default=("knn", "linear"),
+        help="knn,linear,finetune (default knn,linear)",
+    )
+    e.add_argument(
+        "--labels",
+        type=_percentages,
+        default=(0.01, 0.1, 1.0),
+        help="label fractions (default 1%%,10%%,100%%)",
+    )
+    e.add_argument(
+        "--baselines",
+        type=_choices(("raw", "random_init", "supervised"), True),
+        default=("raw", "random_init", "supervised"),
+        help="raw,random_init,supervised or none (default all)",
+    )
+    e.add_argument("--k", type=int, default=20, help="neighbours for kNN (default 20)")
+    e.add_argument(
+        "--freeze-stages",
+        type=int,
+        default=0,
+        help="fine-tuning keeps the first K backbone stages frozen (default 0)",
+    )
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    e.add_argument("--no-progress", action="store_true")
+
+    m = sub.add_parser("embed", help="write a run's features of a data set to .npy")
+    m.add_argument("run")
+    m.add_argument("--data", required=True)
+    m.add_argument("--split", default="train", choices=("train", "test"))
+    m.add_argument("--out", required=True, help="output .npy file")
+    m.add_argument("--device", default="auto")
+
+    sub.add_parser("tasks", help="list the pretext tasks")
+
+    d = sub.add_parser("demo", help="pretrain + evaluate on scikit-learn's digits (~2 min)")
+    d.add_argument("--out", default="runs/demo")
+    return parser
+
+
+def _recipe_from_args(args: argparse.Namespace):
+    from selfsup.recipe import Recipe, load_recipe, set_option
+
+    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
+    for name in ("task", "data", "backbone", "image_size"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(recipe, name, value)
+    for name in TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            recipe.train[name] = value
+    for assignment in args.set:
+        set_option(recipe, assignment)
+    return recipe
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from selfsup.recipe import load_run
+    from selfsup.runs import pretrain_run
+
+    if args.resume:
+        out, recipe = Path(args.resume), load_run(args.resume)
+    elif args.out:
+        out, recipe = Path(args.out), _recipe_from_args(args)
+    else:
+        raise SelfSupError("pretrain needs --out RUN_DIR (or --resume RUN_DIR)")
+    summary = pretrain_run(
+        recipe,
+        out,
+        resume=bool(args.resume),
+        download=args.download,
+        progress=not args.no_progress,
+    )
+    print(
+        f"pretrained {recipe.task} for {summary['steps']} steps in {summary['seconds']:.0f} s "
+        f"({summary['images_per_second']:.0f} images/s); backbone in {out / 'backbone'}\n"
+        f"next: selfsup evaluate {out}"
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
+    from selfsup.evaluate import format_table
+    from selfsup.runs import evaluate_run
+
+    results = evaluate_run(
+        args.run,
+        data=args.data,
+        protocols=args.protocol,
+        fractions=args.labels,
+        baselines=args.baselines,
+        k=args.k,
+        freeze_stages=args.freeze_stages,
+        seed=args.seed,
+        device=args.device,
+        command=command,
+        progress=not args.no_progress,
+    )
+    print(format_table(results))
+    print(f"report: {Path(args.run) / 'report.md'}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    import time
+
+    from selfsup.evaluate import format_table
+    from selfsup.recipe import Recipe
+    from selfsup.runs import evaluate_run, pretrain_run
+
+    out = Path(args.out)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)  # the demo always starts fresh
+    started = time.perf_counter()
+    recipe = Recipe.from_dict({**DEMO_RECIPE, "train": dict(DEMO_RECIPE["train"])})
+    print("selfsup demo: SimCLR on scikit-learn's digits (labels hidden), then 10% labels")
+    pretrain_run(recipe, out)
+    results = evaluate_run(out, fractions=(0.1,), command="selfsup demo")
+    print(format_table(results))
+    print(f"demo finished in {time.perf_counter() - started:.0f} s; report: {out / 'report.md'}")
+
+
+def _cmd_tasks() -> None:
+    from selfsup.tasks import TASKS
+
+    width = max(map(len, TASKS))
+    for name, (_, description) in TASKS.items():
+        print(f"{name:<{width}}  {description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    command = "selfsup " + shlex.join(argv)
+    try:
+        if args.command == "pretrain":
+            _cmd_pretrain(args)
+        elif args.command == "evaluate":
+            _cmd_evaluate(args, command)
+        elif args.command == "embed":
+            from selfsup.runs import embed_run
+
+            path = embed_run(args.run, args.data, args.out, split=args.split, device=args.device)
+            print(f"wrote {path}")
+        elif args.command == "tasks":
+            _cmd_tasks()
+        elif args.command == "demo":
+            _cmd_demo(args)
+    except SelfSupError as error:
+        print(f"selfsup: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("selfsup: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Data sources: every image source becomes an ImageDataset of uint8 (C, H, W) images.
+
+`load_images("fashion-mnist:DIR", "train")` is the one entry point; `DATA_SPECS` lists the kinds.
+"""
+
+from __future__ import annotations
+
+from selfsup.data.base import UNLABELED, ImageDataset, TensorImageDataset
+from selfsup.data.download import download_dataset
+from selfsup.data.folder import FolderImageDataset
+from selfsup.data.spec import DATA_SPECS, load_images, parse_spec
+
+__all__ = [
+    "DATA_SPECS",
+    "UNLABELED",
+    "FolderImageDataset",
+    "ImageDataset",
+    "TensorImageDataset",
+    "download_dataset",
+    "load_images",
+    "parse_spec",
+]

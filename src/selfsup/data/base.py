@@ -1,0 +1,92 @@
+"""Image datasets as the engine and the evaluation see them.
+
+Every source yields uint8 images in (C, H, W) layout and int64 labels, -1 meaning "no label".
+In-memory sources (MNIST, CIFAR, digits) are `TensorImageDataset`s: the engine indexes a whole
+batch at once instead of collating samples one by one, so the data path costs almost nothing.
+Lazy sources (image folders) implement `__getitem__` and are read by DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+UNLABELED = -1
+
+
+class ImageDataset(Dataset):
+    """Base class: uint8 (C, H, W) images with int64 labels (-1 = unlabeled)."""
+
+    name: str = "images"
+    classes: list[str] | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """All labels as an int64 tensor of shape (N,); -1 where a sample has no label."""
+        raise NotImplementedError
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) shared by every image."""
+        raise NotImplementedError
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(len(self) > 0 and (self.labels >= 0).all())
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, C, H, W) for these indices (slow generic path: one by one)."""
+        return torch.stack([self[int(i)][0] for i in indices])
+
+
+class TensorImageDataset(ImageDataset):
+    """An image dataset held in memory as one uint8 tensor."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        classes: list[str] | None = None,
+        name: str = "images",
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                "images must be a uint8 tensor (N, C, H, W), "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels is None:
+            labels = torch.full((images.shape[0],), UNLABELED, dtype=torch.int64)
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"{name}: {images.shape[0]} images but {labels.shape[0]} labels; "
+                "each image needs exactly one label"
+            )
+        self.images = images.contiguous()
+        self._labels = labels.to(torch.int64)
+        self.classes = classes
+        self.name = name
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self._labels[index])
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.images[indices]
+
+    def subset(self, indices: torch.Tensor) -> TensorImageDataset:
+        return TensorImageDataset(
+            self.images[indices], self._labels[indices], self.classes, self.name
+        )

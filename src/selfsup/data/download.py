@@ -1,0 +1,221 @@
+"""Download MNIST, Fashion-MNIST and CIFAR-10 with checksums, resume and retries.
+
+Each file is written to `NAME.part`, resumed with an HTTP Range request when a `.part` exists,
+checked against its md5 and only then renamed to `NAME`, so a final name always holds a
+verified file. Set SELFSUP_DATA_MIRROR=URL to fetch `URL/<kind>/<file>` instead of the origin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import shutil
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfsup.errors import DataError, SelfSupError
+
+MIRROR_ENV = "SELFSUP_DATA_MIRROR"
+CIFAR_DIRNAME = "cifar-10-batches-bin"
+BACKOFF_S = 1.0  # first retry waits this long, then doubles
+TIMEOUT_S = 30.0
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where a data set lives and the md5 of each file (values published by the authors)."""
+
+    base_url: str
+    files: dict[str, str]
+
+
+REMOTES: dict[str, Remote] = {
+    "mnist": Remote(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    ),
+    "fashion-mnist": Remote(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+    ),
+    "cifar10": Remote(
+        "https://www.cs.toronto.edu/~kriz/",
+        {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530"},
+    ),
+}
+_CIFAR_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+
+
+def file_md5(path: Path) -> str:
+    """Hex md5 of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _progress(description: str, total: int | None, done: int) -> Iterator[Callable[[int], None]]:
+    """Yield an `advance(n_bytes)` callback: a rich bar on a terminal, silent otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    columns = (*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total, completed=done)
+        yield lambda n: bar.advance(task, n)
+
+
+def _stream_to_part(url: str, part: Path) -> None:
+    """Fetch `url` into `part`, continuing from its current size; ConnectionError if cut short."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "selfsup"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the .part is not a prefix of this file: start over
+            part.unlink()
+            raise ConnectionError("server refused to resume; restarting the download") from exc
+        raise
+    with response:
+        if offset and response.status != 206:
+            offset = 0  # the server ignored the Range header and sends the whole file
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        mode = "ab" if offset else "wb"
+        with part.open(mode) as f, _progress(part.stem, total, offset) as advance:
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+                advance(len(chunk))
+    size = part.stat().st_size
+    if total is not None and size < total:
+        raise ConnectionError(f"connection closed after {size} of {total} bytes")
+
+
+def fetch_file(url: str, dest: Path, md5: str, retries: int = 3) -> Path:
+    """Download `url` to `dest` unless it already holds a file with this md5."""
+    if dest.is_file():
+        if file_md5(dest) == md5:
+            return dest
+        dest.unlink()  # stale or damaged copy: fetch it again
+    part = dest.with_name(dest.name + ".part")
+    error: Exception | None = None
+    for attempt in range(retries + 1):
+        try:
+            _stream_to_part(url, part)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code != 429:
+                raise DataError(
+                    f"download of {url} failed: HTTP {exc.code} {exc.reason}; check the URL, "
+                    f"or set {MIRROR_ENV} to a mirror that has the file"
+                ) from exc
+            error = exc
+        except (OSError, http.client.HTTPException) as exc:
+            error = exc
+        if attempt < retries:
+            time.sleep(BACKOFF_S * 2**attempt)
+    else:
+        raise DataError(
+            f"could not download {url} after {retries + 1} attempts ({error}); check the network "
+            f"or {MIRROR_ENV} and rerun: {part.name} resumes where it stopped"
+        )
+    actual = file_md5(part)
+    if actual != md5:
+        part.unlink()
+        raise DataError(
+            f"{dest.name} from {url} has md5 {actual}, expected {md5}; the download was corrupt "
+            f"or the mirror serves a different file: retry, or check the URL / {MIRROR_ENV}"
+        )
+    os.replace(part, dest)
+    return dest
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive, "r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        # Older Pythons lack extraction filters: allow only plain files and folders inside dest.
+        for member in tar.getmembers():
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                raise DataError(f"{archive} holds an unsafe entry '{member.name}'; not extracting")
+        tar.extractall(dest)  # noqa: S202 - members checked above
+
+
+def _extract_cifar(archive: Path, root: Path) -> Path:
+    """Extract into a temporary folder, then move the batches folder into place in one step."""
+    staging = root / ".cifar-10-extracting"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _safe_extract(archive, staging)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(
+            f"could not extract {archive} ({exc}); delete it and download again"
+        ) from exc
+    final = root / CIFAR_DIRNAME
+    if not (staging / CIFAR_DIRNAME).is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"{archive} has no {CIFAR_DIRNAME}/ folder; is it cifar-10-binary.tar.gz?")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging / CIFAR_DIRNAME, final)
+    shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def download_dataset(
+    kind: str,
+    root: Path,
+    *,
+    base_url: str | None = None,
+    checksums: dict[str, str] | None = None,
+    retries: int = 3,
+) -> Path:
+    """Download `kind` ("mnist", "fashion-mnist" or "cifar10") into `root`; return the data folder.
+
+    `base_url` replaces the origin (else SELFSUP_DATA_MIRROR/<kind>/, else the official URL);
+    `checksums` replaces the md5 of the named files. Files already verified are not fetched again.
+    """
+    if kind not in REMOTES:
+        raise SelfSupError(f"cannot download '{kind}'; downloadable: {', '.join(REMOTES)}")
+    root = Path(root)
+    if kind == "cifar10" and all((root / CIFAR_DIRNAME / f).is_file() for f in _CIFAR_FILES):
+        return root / CIFAR_DIRNAME
+    remote = REMOTES[kind]
+    if base_url is None and os.environ.get(MIRROR_ENV):
+        base_url = f"{os.environ[MIRROR_ENV].rstrip('/')}/{kind}/"
+    base = (base_url or remote.base_url).rstrip("/")
+    checksums = checksums or {}
+    root.mkdir(parents=True, exist_ok=True)
+    for name, md5 in remote.files.items():
+        fetch_file(f"{base}/{name}", root / name, checksums.get(name, md5), retries)
+    if kind == "cifar10":
+        return _extract_cifar(root / "cifar-10-binary.tar.gz", root)
+    return root

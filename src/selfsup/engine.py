@@ -1,0 +1,420 @@
+"""The one training loop every pretext task runs in, on Lightning Fabric.
+
+Fabric gives devices, precision and DDP; this file keeps the loop itself readable: batches are
+indexed straight out of in-memory tensors (or read by DataLoader workers for lazy sources),
+moved to the device as uint8, augmented there by the task, and the step is reproducible from
+(seed, step) alone, so `--resume` continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.data.base import ImageDataset, TensorImageDataset
+from selfsup.errors import SelfSupError
+from selfsup.optim import OPTIMIZERS, make_optimizer, warmup_cosine
+from selfsup.tasks.base import Task
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+CHECKPOINT = "checkpoints/last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """How to train; every field is a CLI flag and a recipe key."""
+
+    steps: int = 1000
+    batch_size: int = 256  # per device
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: the optimizer's default (selfsup.optim.DEFAULT_LR)
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int | None = None  # None: 5% of steps
+    precision: str = "32"
+    accelerator: str = "auto"  # "cpu", "cuda", "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 2  # only for lazily loaded sources (image folders)
+    channels_last: bool | None = None  # None: on for CUDA, off for CPU
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise SelfSupError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
+        if str(self.precision) not in PRECISIONS:
+            raise SelfSupError(
+                f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"
+            )
+        self.precision = str(self.precision)
+        for name in (
+            "steps",
+            "batch_size",
+            "devices",
+            "num_nodes",
+            "checkpoint_every",
+            "log_every",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise SelfSupError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SelfSupError(
+                f"unknown training option(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+class BatchOrder:
+    """Which dataset indices form batch `step` on this rank: a pure function of (seed, step).
+
+    Each epoch is a fresh seeded permutation split across ranks; incomplete batches are dropped
+    so every step has the same shape (BatchNorm and the contrastive losses want that).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.per_rank = size // world
+        self.steps_per_epoch = self.per_rank // batch_size
+        if self.steps_per_epoch < 1:
+            raise SelfSupError(
+                f"the dataset has {size} images, fewer than one batch of {batch_size} on each of "
+                f"{world} device(s); lower --batch-size"
+            )
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self._epoch, self._mine = -1, torch.empty(0, dtype=torch.long)
+        self.size = size
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            perm = torch.randperm(self.size, generator=generator)
+            self._epoch, self._mine = epoch, perm[self.rank :: self.world][: self.per_rank]
+        return self._mine[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+def _seed_step(seed: int, step: int, rank: int) -> None:
+    """Augmentation and dropout randomness depends only on (seed, step, rank): exact resume."""
+    torch.manual_seed((seed * 1_000_003 + step) * 64 + rank)
+
+
+def _batches(
+    dataset: ImageDataset,
+    order: BatchOrder,
+    start: int,
+    stop: int,
+    device: torch.device,
+    num_workers: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 image batches and their indices for steps start..stop-1, already on `device`."""
+    if isinstance(dataset, TensorImageDataset):
+        # The whole uint8 dataset on the device (CIFAR-10 is 150 MB): no per-step copies.
+        images = dataset.images.to(device)
+        for step in range(start, stop):
+            idx = order.indices(step)
+            yield images[idx.to(device)], idx
+        return
+    step = start
+    while step < stop:
+        # One DataLoader per epoch (or the rest of one): workers decode while the model trains.
+        end = min(stop, (step // order.steps_per_epoch + 1) * order.steps_per_epoch)
+        index_batches = [order.indices(s).tolist() for s in range(step, end)]
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=index_batches,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        for (images, _), idx in zip(loader, index_batches, strict=True):
+            yield images.to(device, non_blocking=True), torch.tensor(idx)
+        step = end
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_states() -> dict:
+    # Tensors, ints and tuples only, so the checkpoint loads with weights_only=True.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint safely (no unpickling of arbitrary objects)."""
+    if not path.is_file():
+        raise SelfSupError(f"no checkpoint at {path}; start a new run without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the same to the user
+        raise SelfSupError(
+            f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to restart "
+            "from scratch"
+        ) from error
+
+
+class _StopRequest:
+    """Ctrl-C or SIGTERM (preemption) asks the loop to stop after the current step.
+
+    A signal that lands mid-update would leave weights and step counter out of step, so the
+    loop checks this flag between steps instead. A second Ctrl-C stops at once (the last
+    periodic checkpoint then stays the one to resume from).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a log line every 10% elsewhere (CI, files)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self._bar = None
+        self._last_tenth = start * 10 // total
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("pretrain"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._bar.add_task("train", total=total, completed=start, info="")
+            self._bar.start()
+
+    def update(self, step: int, info: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, info=info)
+        elif self.enabled and step * 10 // self.total > self._last_tenth:
+            self._last_tenth = step * 10 // self.total
+            print(f"step {step}/{self.total} {info}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def pretrain(
+    task: Task,
+    dataset: ImageDataset,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train `task` on `dataset`, writing checkpoints and metrics under `out_dir`.
+
+    Returns a summary {"steps", "seconds", "images_per_second", "final_loss"}. With
+    resume=True the run continues from out_dir/checkpoints/last.pt, including the optimizer,
+    the schedule, the step and the random state.
+    """
+    from lightning_fabric import Fabric
+
+    out_dir = Path(out_dir)
+    strategy = "ddp" if config.devices * config.num_nodes > 1 else "auto"
+    fabric = Fabric(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=strategy,
+        precision=config.precision,
+    )
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    device = fabric.device
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+
+    start_step, checkpoint = 0, None
+    if resume:
+        checkpoint = load_checkpoint(out_dir / CHECKPOINT)
+        task.load_state_dict(checkpoint["task"])
+        start_step = int(checkpoint["step"])
+
+    task.channels_last = channels_last
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(
+        task, config.optimizer, config.lr, config.weight_decay, config.momentum
+    )
+    warmup = config.warmup_steps
+    warmup = max(1, int(0.05 * config.steps)) if warmup is None else warmup
+    scheduler = warmup_cosine(optimizer, config.steps, warmup)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _restore_rng(checkpoint["rng"])
+    model, optimizer = fabric.setup(task, optimizer)
+    model.train()
+
+    order = BatchOrder(len(dataset), config.batch_size, config.seed, rank, world)
+    metrics_path = out_dir / "metrics.jsonl"
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, start_step)
+
+    def save(step: int) -> None:
+        if rank == 0:
+            _atomic_torch_save(
+                {
+                    "task": task.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "rng": _rng_states(),
+                    "config": asdict(config),
+                },
+                out_dir / CHECKPOINT,
+            )
+        fabric.barrier()
+
+    bar = _Progress(config.steps, start_step, progress and rank == 0)
+    step, window_start, window_images = start_step, time.perf_counter(), 0
+    started, images_seen, last_logs = time.perf_counter(), 0, {}
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    stop = _StopRequest()
+    try:
+        batches = _batches(dataset, order, start_step, config.steps, device, config.num_workers)
+        for images, idx in batches:
+            _seed_step(config.seed, step, rank)
+            batch = {
+                "images": images.float().div_(255),
+                "labels": dataset.labels[idx].to(device),
+                "indices": idx.to(device),
+            }
+            logs = model(batch)
+            loss = logs["loss"]
+            nonfinite |= ~torch.isfinite(loss.detach())
+            fabric.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            task.after_optimizer_step(step, config.steps)
+            step += 1
+            window_images += images.shape[0] * world
+            images_seen += images.shape[0] * world
+
+            boundary = step % config.log_every == 0 or step == config.steps
+            at_checkpoint = step % config.checkpoint_every == 0
+            if (boundary or at_checkpoint) and bool(nonfinite):
+                raise SelfSupError(
+                    f"the loss became NaN or infinite before step {step}; lower --lr, use "
+                    f"--precision 32, or check the data. The last good checkpoint is "
+                    f"{out_dir / CHECKPOINT} (continue with --resume)"
+                )
+            if boundary:
+                elapsed = time.perf_counter() - window_start
+                last_logs = {k: float(v.detach()) for k, v in logs.items()}
+                record = {
+                    "step": step,
+                    **last_logs,
+                    "lr": scheduler.get_last_lr()[0],
+                    "images_per_second": window_images / max(elapsed, 1e-9),
+                    "time": time.perf_counter() - started,
+                }
+                if rank == 0:
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                bar.update(
+                    step, f"loss {last_logs['loss']:.4f} {record['images_per_second']:.0f} img/s"
+                )
+                window_start, window_images = time.perf_counter(), 0
+            if at_checkpoint and step < config.steps:
+                save(step)
+            if stop.requested and step < config.steps:
+                # Weights are consistent between steps: keep them so --resume loses nothing.
+                save(step)
+                raise SelfSupError(
+                    f"interrupted at step {step}/{config.steps}; checkpoint saved, continue "
+                    f"with `selfsup pretrain --resume {out_dir}`"
+                )
+        save(step)
+    finally:
+        stop.restore()
+        bar.close()
+    seconds = time.perf_counter() - started
+    return {
+        "steps": step,
+        "seconds": seconds,
+        "images_per_second": images_seen / max(seconds, 1e-9),
+        "final_loss": last_logs.get("loss"),
+    }
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop log lines from steps after the checkpoint (they will be redone)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)

@@ -1,0 +1,9 @@
+"""The one exception type users see: a message that names the problem and the fix."""
+
+
+class SelfSupError(Exception):
+    """A user-facing error. The CLI prints its message on one line and exits with status 2."""
+
+
+class DataError(SelfSupError, ValueError):
+    """A data source could not be read: missing, corrupt, empty or inconsistent."""

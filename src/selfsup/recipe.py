@@ -1,0 +1,159 @@
+"""Recipes: one YAML file (or dict) says which data, task, backbone and budget a run uses.
+
+A run directory keeps the resolved recipe as run.yaml, so `evaluate`, `embed` and `--resume`
+rebuild exactly what was trained without the user repeating themselves.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfsup.errors import SelfSupError
+
+RUN_FILE = "run.yaml"
+
+
+@dataclass
+class Recipe:
+    """Everything needed to rebuild a pretraining run."""
+
+    task: str = "simclr"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "small_cnn"
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    data: str = "digits"
+    image_size: int | None = None  # resize every image to this square size
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    evaluate: dict[str, Any] = field(default_factory=dict)  # defaults for `selfsup evaluate`
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
+        known = set(inspect.signature(cls).parameters)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SelfSupError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a YAML recipe, with errors that name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SelfSupError(f"recipe {path} not found; see the recipes/ folder for examples")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SelfSupError(
+            f"recipe {path} is not valid YAML: {error}".replace("\n", " ")
+        ) from error
+    if not isinstance(values, dict):
+        raise SelfSupError(f"recipe {path} must be a YAML mapping (key: value lines)")
+    return Recipe.from_dict(values, source=str(path))
+
+
+def save_recipe(recipe: Recipe, run_dir: Path) -> None:
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / (RUN_FILE + ".tmp")
+    tmp.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
+def load_run(run_dir: str | Path) -> Recipe:
+    """The recipe a run directory was trained with."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        raise SelfSupError(
+            f"{run_dir} is not a selfsup run (no {RUN_FILE}); pass the --out folder of "
+            "`selfsup pretrain`"
+        )
+    return load_recipe(run_dir / RUN_FILE)
+
+
+def set_option(recipe: Recipe, assignment: str) -> None:
+    """Apply one `--set key.sub=value` override; the value is parsed as YAML (numbers, lists)."""
+    import yaml
+
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise SelfSupError(f"--set expects key=value (e.g. train.lr=0.01), got {assignment!r}")
+    value = yaml.safe_load(raw)
+    head, _, rest = key.partition(".")
+    if head not in recipe.to_dict():
+        raise SelfSupError(
+            f"--set {key}: unknown key {head!r}; valid: {', '.join(recipe.to_dict())}"
+        )
+    if rest:
+        target = getattr(recipe, head)
+        if not isinstance(target, dict):
+            raise SelfSupError(f"--set {key}: {head} is not a mapping")
+        target[rest] = value
+    else:
+        setattr(recipe, head, value)
+
+
+def build_data(
+    recipe: Recipe, split: str = "train", spec: str | None = None, download: bool = False
+):
+    """The dataset of a recipe (or of `spec`), resized to the recipe's image size if it has one."""
+    from selfsup.data import load_images
+
+    dataset = load_images(
+        spec or recipe.data, split, image_size=recipe.image_size, download=download
+    )
+    return resize_dataset(dataset, recipe.image_size)
+
+
+def resize_dataset(dataset, image_size: int | None):
+    """In-memory datasets are resized once here; lazy ones resize each image as they load it."""
+    import torch
+    import torch.nn.functional as F
+
+    from selfsup.data.base import TensorImageDataset
+
+    if image_size is None or not isinstance(dataset, TensorImageDataset):
+        return dataset
+    if dataset.image_shape[1:] == (image_size, image_size):
+        return dataset
+    resized = F.interpolate(
+        dataset.images.float(),
+        size=(image_size, image_size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    images = resized.round().clamp(0, 255).to(torch.uint8)
+    return TensorImageDataset(images, dataset.labels, dataset.classes, dataset.name)
+
+
+def build_task(recipe: Recipe, image_shape: tuple[int, int, int]):
+    """Backbone and task of a recipe, freshly initialised."""
+    from selfsup.backbones import build_backbone
+    from selfsup.tasks import task_class
+
+    channels, height, _ = image_shape
+    backbone = build_backbone(
+        recipe.backbone, in_channels=channels, image_size=height, **recipe.backbone_options
+    )
+    cls = task_class(recipe.task)
+    try:
+        return cls(backbone, image_shape, **recipe.task_options)
+    except TypeError as error:
+        valid = [
+            p for p in inspect.signature(cls).parameters if p not in ("backbone", "image_shape")
+        ]
+        raise SelfSupError(
+            f"task {recipe.task}: bad option(s) {recipe.task_options}; valid: {', '.join(valid)}"
+        ) from error

@@ -1,0 +1,200 @@
+"""What the CLI commands do, as plain functions: pretrain, evaluate and embed a run directory.
+
+A run directory holds:
+  run.yaml                 the resolved recipe
+  metrics.jsonl            one line of training logs every `log_every` steps
+  checkpoints/last.pt      the full training state (atomic; `--resume` reads it)
+  backbone/                the trained backbone alone (safetensors + JSON), see load_backbone
+  metrics.json, report.md, *.png   written by evaluate
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
+from selfsup.errors import SelfSupError
+from selfsup.recipe import Recipe, build_data, build_task, load_run, save_recipe
+
+BACKBONE_DIR = "backbone"
+
+
+def pretrain_run(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    download: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Pretrain the recipe's task into out_dir and export the backbone; returns a summary.
+
+    Everything that can fail on bad input (recipe, data, task options) is checked before
+    out_dir is created, so a failed start leaves nothing behind.
+    """
+    out_dir = Path(out_dir)
+    if not resume and (out_dir / CHECKPOINT).exists():
+        raise SelfSupError(
+            f"{out_dir} already holds a run; continue it with `--resume {out_dir}` or pick "
+            "another --out"
+        )
+    from selfsup.backbones import BACKBONES
+    from selfsup.tasks import task_class
+
+    task_class(recipe.task)  # unknown names fail here, before any data is read
+    if recipe.backbone not in BACKBONES:
+        raise SelfSupError(
+            f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
+        )
+    config = TrainConfig.from_dict(recipe.train)
+    dataset = build_data(recipe, "train", download=download)
+    if len(dataset) == 0:
+        raise SelfSupError(f"{recipe.data} has no images to train on")
+    torch.manual_seed(config.seed)  # the initial weights are part of what a seed reproduces
+    task = build_task(recipe, dataset.image_shape)
+
+    created = not out_dir.exists()
+    try:
+        save_recipe(recipe, out_dir)
+        summary = pretrain(task, dataset, out_dir, config, resume=resume, progress=progress)
+    except Exception:
+        # A run that failed before its first checkpoint has nothing worth keeping.
+        if created and not (out_dir / CHECKPOINT).exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    from selfsup.backbones import save_backbone
+
+    save_backbone(
+        task.backbone,
+        out_dir / BACKBONE_DIR,
+        extra={"task": recipe.task, "data": recipe.data, "steps": summary["steps"]},
+    )
+    return summary
+
+
+def trained_task(run_dir: str | Path, image_shape: tuple[int, int, int] | None = None):
+    """The run's task (backbone + heads) with the weights of its last checkpoint, in eval mode.
+
+    `image_shape` is that of the training data; it is read from the data when not given.
+    """
+    run_dir = Path(run_dir)
+    recipe = load_run(run_dir)
+    if image_shape is None:
+        image_shape = tuple(build_data(recipe, "train").image_shape)
+    task = build_task(recipe, image_shape)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    task.load_state_dict(state["task"])
+    return task.eval()
+
+
+def run_backbone(run_dir: str | Path) -> torch.nn.Module:
+    """The trained backbone of a run: its export if present, else from the last checkpoint."""
+    run_dir = Path(run_dir)
+    if (run_dir / BACKBONE_DIR / "backbone.json").is_file():
+        from selfsup.backbones import load_backbone
+
+        return load_backbone(run_dir / BACKBONE_DIR)
+    return trained_task(run_dir).backbone
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    protocols: tuple[str, ...] = ("knn", "linear"),
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+    baselines: tuple[str, ...] = ("raw", "random_init", "supervised"),
+    k: int = 20,
+    freeze_stages: int = 0,
+    seed: int = 0,
+    device: str = "auto",
+    command: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run's backbone on labelled data against the baselines; writes the report."""
+    from selfsup.evaluate import evaluate_backbone, nearest_neighbor_grid, write_report
+
+    run_dir = Path(run_dir)
+    recipe = load_run(run_dir)
+    train = build_data(recipe, "train", spec=data)
+    test = build_data(recipe, "test", spec=data)
+    for split, dataset in (("train", train), ("test", test)):
+        if not dataset.has_labels:
+            raise SelfSupError(
+                f"{data or recipe.data} ({split} split) has unlabeled images; evaluation needs "
+                "labels (for an image folder: one sub-folder per class)"
+            )
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    backbone = run_backbone(run_dir).to(device)
+    started = time.perf_counter()
+    results = evaluate_backbone(
+        backbone,
+        train,
+        test,
+        protocols=protocols,
+        fractions=fractions,
+        baselines=baselines,
+        k=k,
+        freeze_stages=freeze_stages,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    results["seconds"] = time.perf_counter() - started
+    results["run"] = {
+        "task": recipe.task,
+        "backbone": recipe.backbone,
+        "data": recipe.data,
+        "eval_data": data or recipe.data,
+    }
+
+    from selfsup.evaluate import extract_features
+
+    train_feats = extract_features(backbone, train, device=device)
+    test_feats = extract_features(backbone, test, device=device)
+    neighbors = nearest_neighbor_grid(train_feats, train, test_feats, test)
+    pictures = _task_pictures(run_dir, test)
+    write_report(
+        run_dir,
+        results,
+        title=f"{recipe.task} on {recipe.data}",
+        metrics_path=run_dir / "metrics.jsonl",
+        neighbors=neighbors,
+        pictures=pictures,
+        command=command,
+    )
+    return results
+
+
+def _task_pictures(run_dir: Path, dataset) -> dict[str, torch.Tensor]:
+    """What the task makes of a few real images (views, rotations, reconstructions...)."""
+    if not (run_dir / CHECKPOINT).exists():
+        return {}
+    task = trained_task(run_dir, dataset.image_shape)
+    images = dataset.get_batch(torch.arange(min(8, len(dataset)))).float() / 255
+    torch.manual_seed(0)
+    return task.show(images)
+
+
+def embed_run(
+    run_dir: str | Path, data: str, out: str | Path, *, split: str = "train", device: str = "auto"
+) -> Path:
+    """Features of every image of `data` as a float32 .npy array (N, feature_dim)."""
+    import numpy as np
+
+    from selfsup.evaluate import extract_features
+
+    recipe = load_run(run_dir)
+    dataset = build_data(recipe, split, spec=data)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    features = extract_features(run_backbone(run_dir).to(device), dataset, device=device)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, features.cpu().numpy().astype(np.float32))
+    tmp.replace(out)
+    return out

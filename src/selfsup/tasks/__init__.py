@@ -1,0 +1,30 @@
+"""Pretext tasks, one file each. TASKS maps a CLI name to (module:class, one-line description).
+
+The descriptions live here, not in the task modules, so `selfsup tasks` answers without
+importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from selfsup.errors import SelfSupError
+
+TASKS: dict[str, tuple[str, str]] = {
+    "simclr": (
+        "selfsup.tasks.simclr:SimCLR",
+        "SimCLR (Chen et al. 2020): two augmented views, projection head, NT-Xent loss",
+    ),
+    "rotation": (
+        "selfsup.tasks.rotation:Rotation",
+        "RotNet (Gidaris et al. 2018): predict which of 4 rotations was applied",
+    ),
+}
+
+
+def task_class(name: str) -> type:
+    """The Task class for a CLI name, imported on demand."""
+    if name not in TASKS:
+        raise SelfSupError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
+    module_name, class_name = TASKS[name][0].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

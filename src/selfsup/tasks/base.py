@@ -1,0 +1,60 @@
+"""The common face of every pretext task.
+
+The engine, the CLI and the evaluation only ever call what is defined here, so a new task is a
+new file and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+"""A training batch on the task's device.
+
+Image tasks get "images" (float32 (B, C, H, W) in [0, 1]), "labels" (int64, -1 = none; pretext
+tasks must not use them) and "indices" (int64 position of each sample in the dataset).
+"""
+
+
+class Task(nn.Module):
+    """A pretext task: it makes labels from the data itself, owns its heads and its loss.
+
+    `backbone` is what is kept and transferred; everything else (heads, predictors, memory
+    banks) lives in the task and is dropped after pretraining.
+    """
+
+    name: ClassVar[str] = "task"
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        # Set by the engine; channels_last speeds up convolutions on GPUs with tensor cores.
+        self.channels_last = False
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        # Calling the module (not training_step) lets DDP wrappers see the forward pass.
+        return self.training_step(batch)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of float images, in the memory format the engine chose."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Return {"loss": scalar tensor, ...}; every other entry is logged as a float."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Hook for state that follows the weights (momentum encoders, queues). Default: none."""
+
+    @torch.no_grad()
+    def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pictures of what the task makes or produces, for the report.
+
+        Returns {caption: uint8 or float image grid (N, C, H, W)}; default: the task shows nothing.
+        """
+        return {}

@@ -1,0 +1,219 @@
+"""Downloads against a local HTTP server: checksums, resume after a cut, retries, extraction."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfsup.data import download, load_images
+from selfsup.data.download import Remote, download_dataset
+from selfsup.errors import DataError
+
+FM_NAMES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+
+
+class FileServer(ThreadingHTTPServer):
+    """Serves `files` (URL path -> bytes) with Range support; can cut the first response short."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files: dict[str, bytes] = {}
+        self.cut_first = False
+        self.requests: list[tuple[str, str | None]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FileServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        data = self.server.files.get(self.path)
+        range_header = self.headers.get("Range")
+        first = not self.server.requests
+        self.server.requests.append((self.path, range_header))
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(range_header.removeprefix("bytes=").rstrip("-")) if range_header else 0
+        if start >= len(data):
+            self.send_error(416)
+            return
+        self.send_response(206 if range_header else 200)
+        if range_header:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if self.server.cut_first and first:
+            body = body[: len(body) // 2]  # promise the whole file, then hang up half-way
+            self.close_connection = True
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    srv = FileServer()
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+
+
+def idx_gz(array: np.ndarray) -> bytes:
+    header = (0x0800 + array.ndim).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def fm_files(shared_data: Path) -> dict[str, bytes]:
+    """A tiny Fashion-MNIST (40 train / 20 test images) cut from the real t10k files."""
+    folder = shared_data / "fashion-mnist"
+    images = np.frombuffer(
+        gzip.decompress((folder / FM_NAMES[2]).read_bytes()), np.uint8, offset=16
+    )
+    labels = np.frombuffer(gzip.decompress((folder / FM_NAMES[3]).read_bytes()), np.uint8, offset=8)
+    images = images.reshape(-1, 28, 28)
+    return {
+        FM_NAMES[0]: idx_gz(images[:40]),
+        FM_NAMES[1]: idx_gz(labels[:40]),
+        FM_NAMES[2]: idx_gz(images[40:60]),
+        FM_NAMES[3]: idx_gz(labels[40:60]),
+    }
+
+
+def md5s(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.md5(data).hexdigest() for name, data in files.items()}
+
+
+def serve(server: FileServer, files: dict[str, bytes], prefix: str = "/fm") -> str:
+    server.files.update({f"{prefix}/{name}": data for name, data in files.items()})
+    return server.url + prefix
+
+
+def test_download_good_md5_then_cached(server, fm_files, tmp_path: Path) -> None:
+    base = serve(server, fm_files)
+    out = download_dataset(
+        "fashion-mnist", tmp_path / "fm", base_url=base, checksums=md5s(fm_files)
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(FM_NAMES)  # no .part left
+    assert (out / FM_NAMES[0]).read_bytes() == fm_files[FM_NAMES[0]]
+    test = load_images(f"fashion-mnist:{out}", "test")
+    assert len(test) == 20 and test.classes[0] == "T-shirt/top"
+    n_requests = len(server.requests)
+    download_dataset("fashion-mnist", out, base_url=base, checksums=md5s(fm_files))
+    assert len(server.requests) == n_requests  # verified files are not fetched again
+
+
+def test_bad_md5_leaves_nothing(server, fm_files, tmp_path: Path) -> None:
+    base = serve(server, fm_files)
+    checksums = {**md5s(fm_files), FM_NAMES[0]: "0" * 32}
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz from .* has md5 .*retry"):
+        download_dataset("fashion-mnist", tmp_path, base_url=base, checksums=checksums)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_after_cut_within_one_call(server, fm_files, tmp_path: Path) -> None:
+    server.cut_first = True
+    base = serve(server, fm_files)
+    download_dataset("fashion-mnist", tmp_path, base_url=base, checksums=md5s(fm_files))
+    (first_path, first_range), (second_path, second_range) = server.requests[:2]
+    half = (len(fm_files[FM_NAMES[0]])) // 2
+    assert first_path == second_path and first_range is None and second_range == f"bytes={half}-"
+    assert (tmp_path / FM_NAMES[0]).read_bytes() == fm_files[FM_NAMES[0]]
+
+
+def test_resume_across_calls(server, fm_files, tmp_path: Path) -> None:
+    server.cut_first = True
+    base = serve(server, fm_files)
+    with pytest.raises(DataError, match=r"after 1 attempts .*resumes where it stopped"):
+        download_dataset(
+            "fashion-mnist", tmp_path, base_url=base, checksums=md5s(fm_files), retries=0
+        )
+    part = tmp_path / (FM_NAMES[0] + ".part")
+    assert part.stat().st_size == len(fm_files[FM_NAMES[0]]) // 2
+    download_dataset("fashion-mnist", tmp_path, base_url=base, checksums=md5s(fm_files), retries=0)
+    assert not part.exists() and (tmp_path / FM_NAMES[0]).read_bytes() == fm_files[FM_NAMES[0]]
+
+
+def test_http_404_and_unreachable(server, fm_files, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="HTTP 404"):
+        download_dataset("mnist", tmp_path, base_url=server.url + "/nothing")
+    assert len(server.requests) == 1  # a 404 is not retried
+    port = server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(DataError, match=r"could not download .* after 2 attempts"):
+        download_dataset("mnist", tmp_path, base_url=f"http://127.0.0.1:{port}", retries=1)
+
+
+def test_mirror_env_and_load_images_download(server, fm_files, tmp_path, monkeypatch) -> None:
+    serve(server, fm_files, prefix="/fashion-mnist")
+    monkeypatch.setenv(download.MIRROR_ENV, server.url + "/")
+    monkeypatch.setitem(
+        download.REMOTES, "fashion-mnist", Remote("http://invalid.example/", md5s(fm_files))
+    )
+    train = load_images(f"fashion-mnist:{tmp_path / 'new'}", "train", download=True)
+    assert len(train) == 40 and train.images.shape == (40, 1, 28, 28)
+    assert all(path.startswith("/fashion-mnist/") for path, _ in server.requests)
+
+
+def make_cifar_tar(shared_data: Path, members: dict[str, bytes] | None = None) -> bytes:
+    record = (shared_data / "cifar10/test_batch_first1000.bin").read_bytes()[: 3073 * 2]
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    members = members or {f"cifar-10-batches-bin/{n}": record for n in names}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_cifar10_download_and_extract(server, shared_data, tmp_path: Path) -> None:
+    archive = {"cifar-10-binary.tar.gz": make_cifar_tar(shared_data)}
+    base = serve(server, archive)
+    out = download_dataset("cifar10", tmp_path, base_url=base, checksums=md5s(archive))
+    assert out == tmp_path / "cifar-10-batches-bin"
+    train = load_images(f"cifar10:{tmp_path}", "train")
+    assert len(train) == 10 and len(load_images(f"cifar10:{tmp_path}", "test")) == 2
+    assert not (tmp_path / ".cifar-10-extracting").exists()
+
+
+def test_cifar10_tar_with_escaping_path_is_refused(server, shared_data, tmp_path: Path) -> None:
+    archive = {"cifar-10-binary.tar.gz": make_cifar_tar(shared_data, {"../evil.txt": b"x"})}
+    base = serve(server, archive)
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match="could not extract"):
+        download_dataset("cifar10", root, base_url=base, checksums=md5s(archive))
+    assert not (tmp_path / "evil.txt").exists() and not (root / "evil.txt").exists()

@@ -1,0 +1,257 @@
+"""The training loop: batches, schedule, checkpoints, exact resume, NaN and bad inputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.engine import CHECKPOINT, BatchOrder, TrainConfig, load_checkpoint
+from selfsup.errors import SelfSupError
+from selfsup.recipe import Recipe, load_run
+from selfsup.runs import pretrain_run, run_backbone
+
+
+def tiny_recipe(task: str = "simclr", steps: int = 6, **train) -> Recipe:
+    return Recipe(
+        task=task,
+        backbone="small_cnn",
+        backbone_options={"width": 8},
+        data="digits",
+        train={
+            "steps": steps,
+            "batch_size": 32,
+            "log_every": 1,
+            "checkpoint_every": 3,
+            "num_workers": 0,
+            **train,
+        },
+    )
+
+
+def task_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / CHECKPOINT)["task"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_batch_order_covers_each_epoch_once_and_splits_ranks():
+    order = BatchOrder(100, 10, seed=0)
+    epoch = torch.cat([order.indices(s) for s in range(10)])
+    assert sorted(epoch.tolist()) == list(range(100))
+    assert not torch.equal(order.indices(0), order.indices(10))  # a new permutation per epoch
+    ranks = [BatchOrder(100, 10, seed=0, rank=r, world=2) for r in range(2)]
+    both = torch.cat([ranks[r].indices(s) for r in range(2) for s in range(5)])
+    assert sorted(both.tolist()) == list(range(100))
+
+
+def test_batch_larger_than_dataset_is_a_clear_error():
+    with pytest.raises(SelfSupError, match="lower --batch-size"):
+        BatchOrder(10, 32, seed=0)
+
+
+@pytest.mark.parametrize("task", ["simclr", "rotation"])
+def test_pretrain_writes_metrics_checkpoint_and_backbone(tmp_path, task):
+    out = tmp_path / "run"
+    summary = pretrain_run(tiny_recipe(task), out, progress=False)
+    assert summary["steps"] == 6
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all('"loss"' in line for line in lines)
+    assert int(load_checkpoint(out / CHECKPOINT)["step"]) == 6
+    assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
+    backbone = run_backbone(out)
+    features = backbone(torch.rand(3, 1, 8, 8))
+    assert features.shape == (3, backbone.feature_dim)
+    assert load_run(out).task == task
+
+
+def test_training_reduces_the_pretext_loss(tmp_path):
+    recipe = tiny_recipe("rotation", steps=40, lr=3e-3)
+    pretrain_run(recipe, tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    import json
+
+    losses = [json.loads(line)["loss"] for line in lines]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+
+
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
+    pretrain_run(tiny_recipe(steps=8), tmp_path / "straight", progress=False)
+
+    from selfsup.tasks.simclr import SimCLR
+
+    original = SimCLR.after_optimizer_step
+
+    def interrupt_at_5(self, step, total):
+        original(self, step, total)
+        if step == 4:  # Ctrl-C in the middle of the 5th step: the run stops after it
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(SimCLR, "after_optimizer_step", interrupt_at_5)
+    with pytest.raises(SelfSupError, match="--resume"):
+        pretrain_run(tiny_recipe(steps=8), tmp_path / "resumed", progress=False)
+    assert int(load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"]) == 5
+    monkeypatch.setattr(SimCLR, "after_optimizer_step", original)
+
+    pretrain_run(load_run(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)
+    assert_same_weights(task_weights(tmp_path / "straight"), task_weights(tmp_path / "resumed"))
+    steps = [
+        int(line.split('"step": ')[1].split(",")[0])
+        for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(1, 9))  # no step logged twice, none lost
+
+
+def test_killed_process_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL gives no chance to save: resume must start from the last periodic checkpoint."""
+    steps = 30
+    pretrain_run(
+        tiny_recipe(steps=steps, checkpoint_every=2), tmp_path / "straight", progress=False
+    )
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "selfsup.cli",
+        "pretrain",
+        "--data",
+        "digits",
+        "--task",
+        "simclr",
+        "--set",
+        "backbone_options.width=8",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "32",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(killed),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (killed / CHECKPOINT).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = int(load_checkpoint(killed / CHECKPOINT)["step"])
+    assert stopped_at < steps, "the run finished before it could be killed"
+    pretrain_run(load_run(killed), killed, resume=True, progress=False)
+    assert_same_weights(task_weights(tmp_path / "straight"), task_weights(killed))
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from selfsup.tasks.rotation import Rotation
+
+    original, calls = Rotation.training_step, []
+
+    def nan_from_the_5th_step(self, batch):
+        logs = original(self, batch)
+        calls.append(1)
+        if len(calls) >= 5:
+            logs["loss"] = logs["loss"] * float("nan")
+        return logs
+
+    monkeypatch.setattr(Rotation, "training_step", nan_from_the_5th_step)
+    with pytest.raises(SelfSupError, match="NaN"):
+        pretrain_run(tiny_recipe("rotation", steps=8), tmp_path / "run", progress=False)
+    # The checkpoint of step 3 survives, with finite weights.
+    state = load_checkpoint(tmp_path / "run" / CHECKPOINT)
+    assert int(state["step"]) == 3
+    assert all(torch.isfinite(v.float()).all() for v in state["task"].values())
+
+
+def test_bad_options_fail_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SelfSupError, match="unknown task 'nope'.*rotation"):
+        pretrain_run(Recipe(task="nope"), out)
+    with pytest.raises(SelfSupError, match="unknown optimizer"):
+        pretrain_run(tiny_recipe(optimizer="adam2"), out)
+    with pytest.raises(SelfSupError, match="fashion-mnist"):
+        pretrain_run(Recipe(data="fashion-mnist:" + str(tmp_path / "missing")), out)
+    assert not out.exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    pretrain_run(tiny_recipe(steps=3), tmp_path / "run", progress=False)
+    with pytest.raises(SelfSupError, match="already holds a run"):
+        pretrain_run(tiny_recipe(steps=3), tmp_path / "run", progress=False)
+
+
+def test_train_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(SelfSupError, match="unknown training option"):
+        TrainConfig.from_dict({"stepz": 3})
+    with pytest.raises(SelfSupError, match="precision"):
+        TrainConfig(precision="8")
+    with pytest.raises(SelfSupError, match="steps must be at least 1"):
+        TrainConfig(steps=0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lars", "adamw"])
+def test_each_optimizer_trains(tmp_path, optimizer):
+    summary = pretrain_run(
+        tiny_recipe("rotation", steps=3, optimizer=optimizer), tmp_path / optimizer, progress=False
+    )
+    assert summary["final_loss"] is not None and summary["final_loss"] == summary["final_loss"]
+
+
+def test_bf16_mixed_precision_runs_on_cpu(tmp_path):
+    summary = pretrain_run(
+        tiny_recipe("simclr", steps=2, precision="bf16-mixed"), tmp_path / "bf16", progress=False
+    )
+    assert summary["steps"] == 2
+
+
+def test_two_cpu_processes_ddp_pretrain(tmp_path):
+    """--devices 2 launches two gloo processes through Fabric and still writes one run."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfsup.cli",
+            "pretrain",
+            "--data",
+            "digits",
+            "--task",
+            "simclr",
+            "--set",
+            "backbone_options.width=8",
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--devices",
+            "2",
+            "--accelerator",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(load_checkpoint(out / CHECKPOINT)["step"]) == 3

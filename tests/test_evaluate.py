@@ -1,0 +1,262 @@
+"""Evaluation protocols: label budgets, kNN, linear probe, fine-tuning and the full protocol."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import selfsup.backbones
+from selfsup.data.base import ImageDataset, TensorImageDataset
+from selfsup.errors import SelfSupError
+from selfsup.evaluate import (
+    evaluate_backbone,
+    extract_features,
+    finetune,
+    finetune_accuracy,
+    knn_accuracy,
+    linear_probe_accuracy,
+    stratified_subset,
+    supervised_from_scratch_accuracy,
+)
+from selfsup.evaluate import knn as knn_module
+
+
+class TinyBackbone(nn.Module):
+    """Stand-in with the backbone contract: feature_dim, config, stages(), [0, 1] input."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 8, feature_dim: int = 32):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_channels * image_size**2, 64), nn.BatchNorm1d(64), nn.ReLU()
+        )
+        self.top = nn.Sequential(nn.Linear(64, feature_dim), nn.ReLU())
+        self.feature_dim = feature_dim
+        self.config = {
+            "name": "tiny",
+            "in_channels": in_channels,
+            "image_size": image_size,
+            "feature_dim": feature_dim,
+        }
+
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, self.top]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.top(self.stem(x))
+
+
+def build_tiny(name: str, in_channels: int, image_size: int, feature_dim: int) -> nn.Module:
+    assert name == "tiny"
+    return TinyBackbone(in_channels, image_size, feature_dim)
+
+
+@pytest.fixture
+def tiny_registry(monkeypatch):
+    monkeypatch.setattr(selfsup.backbones, "build_backbone", build_tiny, raising=False)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[TensorImageDataset, TensorImageDataset]:
+    """200 train / 300 test real 8x8 digits as uint8 (1, 8, 8) images."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.from_numpy(data.images * 255 / 16).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(data.target).long()
+    return (
+        TensorImageDataset(images[:200], labels[:200], name="digits-train"),
+        TensorImageDataset(images[200:500], labels[200:500], name="digits-test"),
+    )
+
+
+def pretrained_like(seed: int = 0) -> TinyBackbone:
+    torch.manual_seed(seed)
+    return TinyBackbone()
+
+
+def clusters(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, dim, generator=g) * 5
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = centers[y] + spread * torch.randn(len(y), dim, generator=g)
+    return x, y
+
+
+# --- label budgets ------------------------------------------------------------------------
+
+
+def test_stratified_subset_counts_determinism_and_nesting():
+    labels = torch.tensor([0] * 100 + [1] * 50 + [2] * 3 + [-1] * 7)[torch.randperm(160)]
+    idx = stratified_subset(labels, 0.1, seed=3)
+    assert torch.equal(idx, torch.sort(idx).values)
+    assert torch.bincount(labels[idx], minlength=3).tolist() == [10, 5, 1]  # >= 1 per class
+    assert (labels[idx] >= 0).all()
+    assert torch.equal(idx, stratified_subset(labels, 0.1, seed=3))
+    assert not torch.equal(idx, stratified_subset(labels, 0.1, seed=4))
+    bigger = stratified_subset(labels, 0.5, seed=3)
+    assert set(idx.tolist()) <= set(bigger.tolist())
+    assert len(stratified_subset(labels, 1.0, seed=0)) == 153
+    for bad in (0.0, 1.5):
+        with pytest.raises(SelfSupError, match="fraction"):
+            stratified_subset(labels, bad, seed=0)
+
+
+# --- kNN ----------------------------------------------------------------------------------
+
+
+def test_knn_separable_is_perfect_and_shuffled_is_chance(monkeypatch):
+    x, y = clusters(60, 4, 16, spread=0.5, seed=0)
+    xt, yt = clusters(50, 4, 16, spread=0.5, seed=0)
+    xt = xt + 0.1 * torch.randn_like(xt)
+    assert knn_accuracy(x, y, xt, yt, k=5) == 1.0
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]
+    whole = knn_module.knn_predict(x, shuffled, xt, k=5)
+    assert (whole == yt).float().mean() < 0.45  # chance is 0.25
+    # Chunking over the test set (3 queries at a time) must not change the answer.
+    monkeypatch.setattr(knn_module, "_CHUNK_ELEMENTS", 3 * len(x))
+    assert torch.equal(knn_module.knn_predict(x, shuffled, xt, k=5), whole)
+
+
+def test_knn_votes_are_temperature_weighted():
+    # One very close neighbour of class 0 against two far ones of class 1.
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    query, truth = torch.tensor([[1.0, 0.05]]), torch.tensor([0])
+    assert knn_accuracy(train, labels, query, truth, k=3, temperature=0.07) == 1.0
+    assert knn_accuracy(train, labels, query, truth, k=3, temperature=100.0) == 0.0  # ~majority
+    assert knn_accuracy(train, labels, query, truth, k=50) == 1.0  # k larger than the train set
+
+
+# --- linear probe -------------------------------------------------------------------------
+
+
+def test_linear_probe_separable_and_shuffled():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 20, generator=g)
+    x[:, 5] = 3.0  # a constant feature must not produce NaNs when standardised
+    w = torch.randn(20, 3, generator=g)
+    y = (x @ w).argmax(1)  # linearly separable, but not clustered
+    xt = torch.randn(300, 20, generator=g)
+    xt[:, 5] = 3.0
+    yt = (xt @ w).argmax(1)
+    assert linear_probe_accuracy(x, y, xt, yt) > 0.93
+    shuffled = y[torch.randperm(600, generator=g)]
+    assert linear_probe_accuracy(x, shuffled, xt, yt) < 0.5  # chance is ~1/3
+    # Two labels per class: no validation split; the fixed default still finds the clusters.
+    cx, cy = clusters(2, 3, 20, spread=1.0, seed=5)
+    cxt, cyt = clusters(100, 3, 20, spread=1.0, seed=5)
+    assert linear_probe_accuracy(cx, cy, cxt + torch.randn_like(cxt), cyt) > 0.9
+
+
+# --- features and fine-tuning -------------------------------------------------------------
+
+
+class LazyDigits(ImageDataset):
+    """A dataset without a batched path, as an image folder would be."""
+
+    def __init__(self, base: TensorImageDataset) -> None:
+        self.base = base
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.base.labels
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.base.image_shape
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.base[index]
+
+
+def test_extract_features_is_eval_mode_and_matches_lazy_path(digits):
+    train, _ = digits
+    backbone = pretrained_like()
+    backbone.train()
+    feats = extract_features(backbone, train, batch_size=64)
+    assert feats.shape == (200, 32) and feats.dtype == torch.float32
+    assert backbone.training  # mode restored
+    # Eval-mode BN: a sample's features do not depend on the rest of its batch.
+    assert torch.allclose(feats[:10], extract_features(backbone, train.subset(torch.arange(10))))
+    lazy = extract_features(backbone, LazyDigits(train.subset(torch.arange(40))), batch_size=16)
+    assert torch.allclose(lazy, feats[:40], atol=1e-6)
+
+
+def test_finetune_learns_and_never_touches_the_callers_backbone(digits):
+    train, test = digits
+    backbone = pretrained_like()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    accuracy = finetune_accuracy(backbone, train, test, steps=40, batch_size=64, lr=3e-3)
+    assert accuracy > 0.5  # chance is 0.1
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    again = finetune_accuracy(backbone, train, test, steps=40, batch_size=64, lr=3e-3)
+    assert again == accuracy  # seeded
+
+
+def test_freeze_stages_keeps_frozen_weights_and_bn_statistics(digits):
+    train, test = digits
+    backbone = pretrained_like()
+    result = finetune(backbone, train, test, freeze_stages=1, steps=10, batch_size=64)
+    for key, value in backbone.stem.state_dict().items():
+        assert torch.equal(result.backbone.stem.state_dict()[key], value), key
+    assert not torch.equal(result.backbone.top[0].weight, backbone.top[0].weight)
+    with pytest.raises(SelfSupError, match="stages"):
+        finetune(backbone, train, test, freeze_stages=3, steps=1)
+
+
+def test_default_budget_gives_few_labels_more_epochs():
+    from selfsup.evaluate.finetune import default_epochs
+
+    assert [default_epochs(n) for n in (10, 600, 6000, 60000)] == [100, 34, 11, 4]
+
+
+def test_supervised_from_scratch_beats_chance(digits, tiny_registry):
+    train, test = digits
+    config = pretrained_like().config
+    accuracy = supervised_from_scratch_accuracy(config, train, test, steps=40, lr=3e-3)
+    assert accuracy > 0.4
+
+
+# --- the whole protocol -------------------------------------------------------------------
+
+
+def test_evaluate_backbone_returns_every_row_for_every_fraction(digits, tiny_registry):
+    train, test = digits
+    results = evaluate_backbone(
+        pretrained_like(),
+        train,
+        test,
+        protocols=("knn", "linear", "finetune"),
+        fractions=(0.1, 1.0),
+        k=5,
+        progress=False,
+        finetune_options={"steps": 3},
+    )
+    expected = {
+        ("ssl", "knn"),
+        ("ssl", "linear"),
+        ("ssl", "finetune"),
+        ("raw", "knn"),
+        ("raw", "logreg"),
+        ("random_init", "knn"),
+        ("random_init", "linear"),
+        ("supervised", "train"),
+    }
+    assert results["fractions"] == [0.1, 1.0]
+    assert results["test_size"] == 300 and results["feature_dim"] == 32
+    for fraction, n in ((0.1, 20), (1.0, 200)):
+        rows = [r for r in results["rows"] if r["fraction"] == fraction]
+        assert {(r["method"], r["protocol"]) for r in rows} == expected
+        assert all(r["n_labels"] == n and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    raw_knn = next(r for r in results["rows"] if (r["method"], r["fraction"]) == ("raw", 1.0))
+    assert raw_knn["accuracy"] > 0.8  # raw pixels on digits are good: the baseline is real
+    json.dumps(results)
+    with pytest.raises(SelfSupError, match="unknown protocol"):
+        evaluate_backbone(pretrained_like(), train, test, protocols=("svm",), progress=False)
+    unlabelled = TensorImageDataset(train.images)
+    with pytest.raises(SelfSupError, match="labelled"):
+        evaluate_backbone(pretrained_like(), unlabelled, test, progress=False)

@@ -1,0 +1,91 @@
+"""NT-Xent: its definition, and equality of two gloo processes with one process."""
+
+from __future__ import annotations
+
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.losses import nt_xent
+
+
+def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The SimCLR paper's loss written as a loop over anchors, for comparison."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    losses = []
+    for i in range(2 * n):
+        j = (i + n) % (2 * n)
+        sims = torch.stack([z[i] @ z[k] / temperature for k in range(2 * n) if k != i])
+        positive = z[i] @ z[j] / temperature
+        losses.append(-positive + torch.logsumexp(sims, 0))
+    return torch.stack(losses).mean()
+
+
+def test_nt_xent_matches_the_paper_definition():
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
+    for t in (0.1, 0.5):
+        assert torch.allclose(nt_xent(z1, z2, t), reference_nt_xent(z1, z2, t), atol=1e-5)
+
+
+def test_nt_xent_is_low_for_matching_views_and_high_for_random_ones():
+    torch.manual_seed(0)
+    z = torch.randn(32, 16)
+    matched = nt_xent(z, z + 0.01 * torch.randn_like(z), 0.1)
+    random = nt_xent(z, torch.randn(32, 16), 0.1)
+    assert matched < 0.5 < random
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x1, x2 = torch.randn(8, 8), torch.randn(8, 8)
+    return model, x1, x2
+
+
+def _single_process():
+    model, x1, x2 = _make_problem()
+    z1, z2 = model(torch.cat([x1, x2])).chunk(2)
+    loss = nt_xent(z1, z2, 0.5)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    model, x1, x2 = _make_problem()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    part = slice(rank * 4, (rank + 1) * 4)
+    z1, z2 = ddp(torch.cat([x1[part], x2[part]])).chunk(2)
+    loss = nt_xent(z1, z2, 0.5)
+    loss.backward()  # DDP averages the gradients across ranks
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    torch.save(
+        {"loss": mean_loss / world, "grads": [p.grad for p in model.parameters()]}, f"{out}.{rank}"
+    )
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path):
+    expected_loss, expected_grads = _single_process()
+    out = str(tmp_path / "rank")
+    mp.spawn(_rank_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert torch.allclose(got["loss"], expected_loss, atol=1e-6)
+        for g, e in zip(got["grads"], expected_grads, strict=True):
+            assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()
