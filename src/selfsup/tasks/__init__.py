@@ -19,6 +19,30 @@ TASKS: dict[str, tuple[str, str]] = {
         "selfsup.tasks.rotation:Rotation",
         "RotNet (Gidaris et al. 2018): predict which of 4 rotations was applied",
     ),
+    "relative_patch": (
+        "selfsup.tasks.relative_patch:RelativePatch",
+        "Doersch et al. 2015: which of the 8 neighbours of a centre patch is this patch",
+    ),
+    "jigsaw": (
+        "selfsup.tasks.jigsaw:Jigsaw",
+        "Noroozi & Favaro 2016: which permutation shuffled the 3x3 tiles",
+    ),
+    "inpainting": (
+        "selfsup.tasks.inpainting:Inpainting",
+        "Context encoder (Pathak et al. 2016): fill in a masked region, L2 + adversarial",
+    ),
+    "colorization": (
+        "selfsup.tasks.colorization:Colorization",
+        "Zhang et al. 2016: predict the Lab colour channels ab from lightness L",
+    ),
+    "autoencoder": (
+        "selfsup.tasks.autoencoder:Autoencoder",
+        "Autoencoder (plain, denoising or masked): reconstruct the image from its code",
+    ),
+    "gan": (
+        "selfsup.tasks.gan:GAN",
+        "DCGAN (Radford et al. 2016): the discriminator's features are the representation",
+    ),
 }
 
 
