@@ -85,7 +85,13 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments"):
             import difflib
 
-            flags = [s for a in self._actions for s in a.option_strings]
+            parsers = [self] + [
+                p
+                for a in self._actions
+                if isinstance(a, argparse._SubParsersAction)
+                for p in a.choices.values()
+            ]
+            flags = {s for parser in parsers for a in parser._actions for s in a.option_strings}
             for word in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(word, flags, n=1)
                 if close:

@@ -1,0 +1,246 @@
+"""The command line end to end on small real data, and its one-line errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import selfsup
+from selfsup.cli import main
+
+TINY = [
+    "--set",
+    "backbone_options.width=8",
+    "--batch-size",
+    "32",
+    "--num-workers",
+    "0",
+    "--no-progress",
+]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_path_does_not_import_torch():
+    """`selfsup --help` answers at once because the CLI imports torch only inside commands."""
+    code = "import sys, selfsup.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_tasks_lists_every_task_with_a_description(capsys):
+    code, out, _ = run_cli(capsys, "tasks")
+    assert code == 0
+    assert "simclr" in out and "rotation" in out and "NT-Xent" in out
+
+
+def test_pretrain_evaluate_embed_and_load_backbone(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys,
+        "pretrain",
+        "--task",
+        "rotation",
+        "--data",
+        "digits",
+        "--steps",
+        "4",
+        "--out",
+        str(run),
+        *TINY,
+    )
+    assert code == 0, err
+    assert "next: selfsup evaluate" in out
+
+    code, out, err = run_cli(
+        capsys,
+        "evaluate",
+        str(run),
+        "--labels",
+        "10%",
+        "--protocol",
+        "knn,linear,finetune",
+        "--baselines",
+        "raw",
+        "--no-progress",
+    )
+    assert code == 0, err
+    results = json.loads((run / "metrics.json").read_text())
+    protocols = {(r["method"], r["protocol"]) for r in results["rows"]}
+    assert {("ssl", "knn"), ("ssl", "linear"), ("ssl", "finetune"), ("raw", "knn")} <= protocols
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in results["rows"])
+    for name in ("report.md", "label_efficiency.png", "loss_curve.png", "neighbors.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert "SSL linear probe" in out
+
+    code, _, err = run_cli(
+        capsys,
+        "embed",
+        str(run),
+        "--data",
+        "digits",
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "features.npy"),
+    )
+    assert code == 0, err
+    features = np.load(tmp_path / "features.npy")
+    assert features.shape[0] == 450 and features.dtype == np.float32
+
+    backbone = selfsup.load_backbone(run / "backbone")
+    images = torch.rand(2, 1, 8, 8)
+    assert backbone(images).shape == (2, backbone.feature_dim)
+
+
+def _write_folder(root, classes=("cats", "dogs"), per_class=20):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, (20, 24, 3), dtype=np.uint8)
+            pixels[..., c] += 150  # class = dominant colour channel
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_image_folder_trains_through_dataloader_workers(tmp_path, capsys):
+    _write_folder(tmp_path / "images")
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys,
+        "pretrain",
+        "--task",
+        "simclr",
+        "--data",
+        f"folder:{tmp_path / 'images'}",
+        "--image-size",
+        "16",
+        "--steps",
+        "3",
+        "--out",
+        str(run),
+        "--set",
+        "backbone_options.width=8",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "1",
+        "--no-progress",
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        capsys, "evaluate", str(run), "--labels", "100%", "--baselines", "raw", "--no-progress"
+    )
+    assert code == 0, err
+    rows = json.loads((run / "metrics.json").read_text())["rows"]
+    assert next(r for r in rows if r["method"] == "raw")["accuracy"] > 0.9  # colour separates
+
+
+def _truncated_gz(directory):
+    directory.mkdir()
+    data = gzip.compress(b"\x00\x00\x08\x03" + bytes(16) + bytes(784 * 10))
+    (directory / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
+    (directory / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(10))
+    )
+    return f"fashion-mnist:{directory}"
+
+
+def _empty_folder(directory):
+    directory.mkdir()
+    return f"folder:{directory}"
+
+
+def _not_an_image(directory):
+    directory.mkdir()
+    (directory / "notes.txt").write_text("hello")
+    return f"folder:{directory}"
+
+
+@pytest.mark.parametrize(
+    ("make_spec", "expected"),
+    [
+        (lambda d: f"mnist:{d / 'missing'}", "missing"),
+        (_truncated_gz, "train-images-idx3-ubyte.gz"),
+        (_empty_folder, "no images"),
+        (_not_an_image, "notes.txt"),
+        (lambda d: "imagenet:/data", "fashion-mnist"),
+    ],
+)
+def test_bad_data_gives_one_line_error_and_no_output(tmp_path, capsys, make_spec, expected):
+    spec = make_spec(tmp_path / "data")
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "pretrain", "--data", spec, "--steps", "2", "--out", str(out), *TINY
+    )
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("selfsup: error:"), err
+    assert expected in err
+    assert not out.exists()
+
+
+def test_unknown_task_lists_the_choices(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "pretrain", "--task", "rotnet", "--out", str(tmp_path / "r"))
+    assert code == 2 and "rotation" in err and "simclr" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_misspelt_flag_suggests_the_right_one(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--stpes", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps" in err and err.count("\n") == 1
+
+
+def test_bad_label_fraction_is_explained(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "runs/x", "--labels", "150%"])
+    assert "(0%, 100%]" in capsys.readouterr().err
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path))
+    assert code == 2 and "not a selfsup run" in err
+
+
+def test_recipe_file_with_overrides(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "task: rotation\ndata: digits\nbackbone_options: {width: 8}\n"
+        "train: {steps: 50, batch_size: 32, num_workers: 0}\n"
+    )
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys,
+        "pretrain",
+        "--recipe",
+        str(recipe),
+        "--steps",
+        "2",
+        "--set",
+        "train.lr=0.01",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
+    assert code == 0, err
+    saved = (run / "run.yaml").read_text()
+    assert "steps: 2" in saved and "lr: 0.01" in saved and "task: rotation" in saved
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: rotation\nepochs: 3\n")
+    code, _, err = run_cli(capsys, "pretrain", "--recipe", str(bad), "--out", str(tmp_path / "b"))
+    assert code == 2 and "epochs" in err
