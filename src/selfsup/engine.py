@@ -324,6 +324,7 @@ def pretrain(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "step": step,
+                    "dataset_size": len(dataset),
                     "rng": _rng_states(),
                     "config": asdict(config),
                 },
@@ -345,6 +346,9 @@ def pretrain(
                 "labels": dataset.labels[idx].to(device),
                 "indices": idx.to(device),
             }
+            for key, value in dataset.extras(idx).items():
+                value = value.to(device, non_blocking=True)
+                batch[key] = value.float().div_(255) if value.dtype == torch.uint8 else value
             logs = model(batch)
             loss = logs["loss"]
             nonfinite |= ~torch.isfinite(loss.detach())

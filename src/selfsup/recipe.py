@@ -138,8 +138,11 @@ def resize_dataset(dataset, image_size: int | None):
     return TensorImageDataset(images, dataset.labels, dataset.classes, dataset.name)
 
 
-def build_task(recipe: Recipe, image_shape: tuple[int, int, int]):
-    """Backbone and task of a recipe, freshly initialised."""
+def build_task(recipe: Recipe, image_shape: tuple[int, int, int], dataset_size: int | None = None):
+    """Backbone and task of a recipe, freshly initialised.
+
+    Tasks whose constructor takes `dataset_size` (memory banks: one row per image) get it.
+    """
     from selfsup.backbones import build_backbone
     from selfsup.tasks import task_class
 
@@ -148,8 +151,11 @@ def build_task(recipe: Recipe, image_shape: tuple[int, int, int]):
         recipe.backbone, in_channels=channels, image_size=height, **recipe.backbone_options
     )
     cls = task_class(recipe.task)
+    options = dict(recipe.task_options)
+    if "dataset_size" in inspect.signature(cls).parameters:
+        options["dataset_size"] = dataset_size
     try:
-        return cls(backbone, image_shape, **recipe.task_options)
+        return cls(backbone, image_shape, **options)
     except TypeError as error:
         valid = [
             p for p in inspect.signature(cls).parameters if p not in ("backbone", "image_shape")

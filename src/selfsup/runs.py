@@ -55,7 +55,7 @@ def pretrain_run(
     if len(dataset) == 0:
         raise SelfSupError(f"{recipe.data} has no images to train on")
     torch.manual_seed(config.seed)  # the initial weights are part of what a seed reproduces
-    task = build_task(recipe, dataset.image_shape)
+    task = build_task(recipe, dataset.image_shape, len(dataset))
 
     created = not out_dir.exists()
     try:
@@ -85,8 +85,8 @@ def trained_task(run_dir: str | Path, image_shape: tuple[int, int, int] | None =
     recipe = load_run(run_dir)
     if image_shape is None:
         image_shape = tuple(build_data(recipe, "train").image_shape)
-    task = build_task(recipe, image_shape)
     state = load_checkpoint(run_dir / CHECKPOINT)
+    task = build_task(recipe, image_shape, state.get("dataset_size"))
     task.load_state_dict(state["task"])
     return task.eval()
 

@@ -44,6 +44,13 @@ class ImageDataset(Dataset):
         """uint8 images (B, C, H, W) for these indices (slow generic path: one by one)."""
         return torch.stack([self[int(i)][0] for i in indices])
 
+    def extras(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """More per-sample tensors for the training batch, e.g. another image of the same
+        group (MICLe). uint8 tensors are turned into floats in [0, 1] like the images.
+        Randomness must come from torch's global generator, which the engine seeds per step.
+        Default: nothing."""
+        return {}
+
 
 class TensorImageDataset(ImageDataset):
     """An image dataset held in memory as one uint8 tensor."""

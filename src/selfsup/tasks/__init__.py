@@ -43,6 +43,38 @@ TASKS: dict[str, tuple[str, str]] = {
         "selfsup.tasks.gan:GAN",
         "DCGAN (Radford et al. 2016): the discriminator's features are the representation",
     ),
+    "npid": (
+        "selfsup.tasks.npid:NPID",
+        "Instance discrimination (Wu et al. 2018): every image is its own class, memory bank",
+    ),
+    "pirl": (
+        "selfsup.tasks.pirl:PIRL",
+        "PIRL (Misra & van der Maaten 2020): image and its jigsaw agree, memory-bank NCE",
+    ),
+    "moco": (
+        "selfsup.tasks.moco:MoCo",
+        "MoCo v2 (Chen et al. 2020): momentum encoder and a queue of negative keys",
+    ),
+    "micle": (
+        "selfsup.tasks.micle:MICLe",
+        "MICLe (Azizi et al. 2021): two different images of the same group are positives",
+    ),
+    "byol": (
+        "selfsup.tasks.byol:BYOL",
+        "BYOL (Grill et al. 2020): predict a momentum target network, no negatives",
+    ),
+    "simsiam": (
+        "selfsup.tasks.simsiam:SimSiam",
+        "SimSiam (Chen & He 2021): predictor + stop-gradient, no negatives, no momentum",
+    ),
+    "barlow_twins": (
+        "selfsup.tasks.barlow_twins:BarlowTwins",
+        "Barlow Twins (Zbontar et al. 2021): cross-correlation of two views towards identity",
+    ),
+    "vicreg": (
+        "selfsup.tasks.vicreg:VICReg",
+        "VICReg (Bardes et al. 2022): invariance, variance and covariance terms",
+    ),
 }
 
 
