@@ -14,3 +14,17 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} not found")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads and lose a lot when the cores are shared.
+
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

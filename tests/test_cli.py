@@ -244,3 +244,12 @@ def test_recipe_file_with_overrides(tmp_path, capsys):
     bad.write_text("task: rotation\nepochs: 3\n")
     code, _, err = run_cli(capsys, "pretrain", "--recipe", str(bad), "--out", str(tmp_path / "b"))
     assert code == 2 and "epochs" in err
+
+
+def test_every_listed_task_imports_and_is_a_task():
+    from selfsup.tasks import TASKS, task_class
+    from selfsup.tasks.base import Task
+
+    for name in TASKS:
+        cls = task_class(name)
+        assert issubclass(cls, Task) and cls.name == name, name

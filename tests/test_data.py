@@ -171,7 +171,7 @@ def test_bad_specs() -> None:
         load_images("mnist")
     with pytest.raises(SelfSupError, match="unknown split 'val'"):
         load_images("digits", "val")
-    assert set(DATA_SPECS) == {"digits", "mnist", "fashion-mnist", "cifar10", "folder"}
+    assert set(DATA_SPECS) == {"digits", "mnist", "fashion-mnist", "cifar10", "folder", "grouped"}
 
 
 # ---------------------------------------------------------------- IDX files and their failures

@@ -1,4 +1,4 @@
-"""Batched sRGB <-> CIE Lab (D65) conversion as plain tensor ops, on whatever device holds the batch.
+"""Batched sRGB <-> CIE Lab (D65) conversion as plain tensor ops, on the batch's own device.
 
 sRGB values are in [0, 1] with the standard piecewise gamma; L is in [0, 100], a and b roughly in
 [-110, 110]. Images are (..., 3, H, W) with the colour channels third from last.
@@ -43,9 +43,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
         rgb <= 0.04045, rgb / 12.92, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4
     )
     xyz = _apply(_matrix(_RGB_TO_XYZ, rgb), linear) / _white(rgb)[:, None, None]
-    f = torch.where(
-        xyz > _EPSILON, xyz.clamp_min(_EPSILON) ** (1 / 3), (_KAPPA * xyz + 16) / 116
-    )
+    f = torch.where(xyz > _EPSILON, xyz.clamp_min(_EPSILON) ** (1 / 3), (_KAPPA * xyz + 16) / 116)
     fx, fy, fz = f.unbind(-3)
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
 

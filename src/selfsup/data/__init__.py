@@ -8,15 +8,18 @@ from __future__ import annotations
 from selfsup.data.base import UNLABELED, ImageDataset, TensorImageDataset
 from selfsup.data.download import download_dataset
 from selfsup.data.folder import FolderImageDataset
+from selfsup.data.grouped import GroupedImageDataset, load_grouped
 from selfsup.data.spec import DATA_SPECS, load_images, parse_spec
 
 __all__ = [
     "DATA_SPECS",
     "UNLABELED",
     "FolderImageDataset",
+    "GroupedImageDataset",
     "ImageDataset",
     "TensorImageDataset",
     "download_dataset",
+    "load_grouped",
     "load_images",
     "parse_spec",
 ]

@@ -12,6 +12,7 @@ from selfsup.data.cifar import load_cifar10, resolve_cifar_dir
 from selfsup.data.digits import load_digits_dataset
 from selfsup.data.download import download_dataset
 from selfsup.data.folder import load_folder
+from selfsup.data.grouped import load_grouped
 from selfsup.data.idx import find_idx_file, idx_filenames, load_idx_dataset
 from selfsup.errors import DataError, SelfSupError
 
@@ -21,6 +22,8 @@ DATA_SPECS: dict[str, str] = {
     "fashion-mnist": "fashion-mnist:DIR - Fashion-MNIST IDX files in DIR",
     "cifar10": "cifar10:DIR - CIFAR-10 binary (data_batch_*.bin) or python batches in DIR",
     "folder": "folder:DIR - image files: DIR/<class>/*, a flat DIR/*, or DIR/train + DIR/test",
+    "grouped": "grouped:PATH - images in groups (MICLe): a CSV manifest path,group[,label] "
+    "or DIR/<group>/* folders",
 }
 SPLITS = ("train", "test")
 DOWNLOADABLE = ("mnist", "fashion-mnist", "cifar10")
@@ -87,6 +90,8 @@ def load_images(
 
     if kind == "folder":
         return load_folder(directory, split, image_size)  # type: ignore[arg-type]
+    if kind == "grouped":
+        return load_grouped(directory, split, image_size)  # type: ignore[arg-type]
 
     if directory is not None and download and not _files_present(kind, directory):
         download_dataset(kind, directory)

@@ -1,5 +1,17 @@
 """Losses shared by several tasks."""
 
+from selfsup.losses.memory_bank import MemoryBank
 from selfsup.losses.ntxent import gather_with_grad, nt_xent
+from selfsup.losses.redundancy import barlow_twins_loss, vicreg_loss
+from selfsup.losses.siamese import embedding_std, negative_cosine, queue_info_nce
 
-__all__ = ["gather_with_grad", "nt_xent"]
+__all__ = [
+    "MemoryBank",
+    "barlow_twins_loss",
+    "embedding_std",
+    "gather_with_grad",
+    "negative_cosine",
+    "nt_xent",
+    "queue_info_nce",
+    "vicreg_loss",
+]

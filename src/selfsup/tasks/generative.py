@@ -80,9 +80,7 @@ class ImageDecoder(nn.Module):
 class Generator(ImageDecoder):
     """The DCGAN generator: the image decoder fed gaussian noise z ~ N(0, I)."""
 
-    def __init__(
-        self, noise_dim: int, image_shape: tuple[int, int, int], width: int = 32
-    ) -> None:
+    def __init__(self, noise_dim: int, image_shape: tuple[int, int, int], width: int = 32) -> None:
         super().__init__(noise_dim, image_shape, width)
         self.noise_dim = noise_dim
 
@@ -182,7 +180,6 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     """Mean squared error over the masked pixels only (mask (B, 1, H, W), 1 = counted)."""
     weight = mask.expand_as(target)
     return ((prediction - target) ** 2 * weight).sum() / weight.sum().clamp(min=1)
-
 
 
 def picture_rows(*batches: torch.Tensor, n: int = 8) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""DCGAN: Unsupervised Representation Learning with Deep Convolutional GANs.
+
+Radford, Metz, Chintala, ICLR 2016. https://arxiv.org/abs/1511.06434
+
+Free labels: "real" for the data, "fake" for a generator's samples. The discriminator is the
+backbone plus a linear real/fake head, and its features are the representation (the paper
+transfers the discriminator's conv features). Both networks update in every step under the
+engine's ONE optimizer: the discriminator loss sees detached fakes, and the generator loss goes
+through the discriminator with detached parameters, so neither loss trains the other network.
+
+Stability without DCGAN's Adam beta1 = 0.5 (the engine's AdamW is shared by all parameters):
+the hinge loss (Lim & Ye 2017) by default, which stops pushing the critic once a sample is past
+the margin, and spectral norm (Miyato et al. 2018) on the critic's head, which bounds its slope.
+The backbone's BatchNorm running statistics are updated from real images only, since that is
+what the backbone is evaluated on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.generative import (
+    Critic,
+    Generator,
+    check_adversarial_loss,
+    discriminator_loss,
+    frozen_norm_stats,
+    generator_loss,
+    score_with_frozen_critic,
+)
+
+SHOW_SEED = 0
+
+
+class GAN(Task):
+    name = "gan"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_shape: tuple[int, int, int],
+        *,
+        noise_dim: int = 100,
+        generator_width: int = 16,
+        loss: str = "hinge",
+        spectral_norm: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        check_adversarial_loss(loss)
+        self.loss = loss
+        self.generator = Generator(noise_dim, image_shape, generator_width)
+        self.critic = Critic(backbone, spectral=spectral_norm)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        real_images = batch["images"]
+        self.critic.channels_last = self.channels_last
+        fakes = self.generator(self.generator.noise(real_images.shape[0]))
+        real = self.critic(real_images)
+        with frozen_norm_stats(self.critic):
+            fake = self.critic(fakes.detach())
+        d_loss = discriminator_loss(self.loss, real, fake)
+        g_loss = generator_loss(self.loss, score_with_frozen_critic(self.critic, fakes))
+        return {
+            "loss": d_loss + g_loss,
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": real.mean(),
+            "d_fake": fake.mean(),
+        }
+
+    @torch.no_grad()
+    def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Fixed noise: the same 32 latent points in every report.
+        noise = self.generator.noise(32, torch.Generator().manual_seed(SHOW_SEED))
+        samples = self.generator(noise)
+        return {"DCGAN: generated samples (fixed noise)": samples}

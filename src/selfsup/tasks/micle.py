@@ -1,0 +1,64 @@
+"""MICLe: Multi-Instance Contrastive Learning.
+
+Azizi et al., "Big Self-Supervised Models Advance Medical Image Classification", ICCV 2021.
+https://arxiv.org/abs/2101.05224
+
+Free labels: when a group (a patient, a case) has several images, two *different* images of it,
+each augmented as in SimCLR, are a positive pair; views of other images in the (global) batch
+are negatives. Groups with a single image fall back to SimCLR's two views of that image. The
+positives then differ by what varies between images of one case (viewpoint, lighting, field of
+view), not only by synthetic augmentation. SimCLR's projection head and NT-Xent are reused.
+The data must carry groups: `--data grouped:manifest.csv` gives each batch "partners".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.augment import ViewAugment, simclr_augment
+from selfsup.errors import SelfSupError
+from selfsup.losses import nt_xent
+from selfsup.tasks.barlow_twins import two_views
+from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.simclr import projection_head
+
+
+class MICLe(Task):
+    name = "micle"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_shape: tuple[int, int, int],
+        *,
+        projection_dim: int = 128,
+        hidden_dim: int | None = None,
+        temperature: float = 0.5,
+        augment: ViewAugment | None = None,
+    ) -> None:
+        super().__init__(backbone)
+        channels, height, _ = image_shape
+        self.augment = augment or simclr_augment(height, channels)
+        self.temperature = temperature
+        feature_dim = backbone.feature_dim
+        self.projector = projection_head(feature_dim, hidden_dim or feature_dim, projection_dim)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if "partners" not in batch:
+            raise SelfSupError(
+                "micle needs grouped data: use --data grouped:manifest.csv (columns "
+                "path,group[,label]) or --data grouped:DIR (one sub-folder of images per group)"
+            )
+        images, partners = batch["images"], batch["partners"]
+        views = torch.cat([self.augment(images), self.augment(partners)])
+        z1, z2 = self.projector(self.encode(views)).chunk(2)
+        # Share of pairs built from two different images (1 - share fell back to SimCLR).
+        distinct = (images != partners).flatten(1).any(1).float().mean()
+        return {"loss": nt_xent(z1, z2, self.temperature), "distinct_pairs": distinct}
+
+    @torch.no_grad()
+    def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # The report gets single images without their groups, so it shows the augmentation
+        # each image of a pair gets; in training the second view comes from the partner image.
+        return {"MICLe: image and two augmented views of it": two_views(self.augment, images)}

@@ -1,0 +1,122 @@
+"""DCGAN: both networks learn in one step, each only from its own loss; any size and channels."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from selfsup.backbones import build_backbone
+from selfsup.data import load_images
+from selfsup.errors import SelfSupError
+from selfsup.recipe import Recipe
+from selfsup.runs import pretrain_run, trained_task
+from selfsup.tasks.gan import GAN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def make_task(shape=(1, 8, 8), **options) -> GAN:
+    torch.manual_seed(0)
+    backbone = build_backbone("small_cnn", shape[0], shape[1], width=8)
+    return GAN(backbone, shape, **options)
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    return load_images("digits").images[:16].float() / 255
+
+
+def nonzero(grad: torch.Tensor | None) -> bool:
+    return grad is not None and bool(grad.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "bce"])
+def test_a_step_updates_both_generator_and_discriminator(digits, loss):
+    task = make_task(loss=loss)
+    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-3)
+    generator = [p.detach().clone() for p in task.generator.parameters()]
+    critic = [p.detach().clone() for p in task.critic.parameters()]
+    logs = task({"images": digits})
+    assert set(logs) >= {"loss", "d_loss", "g_loss", "d_real", "d_fake"}
+    assert torch.allclose(logs["loss"], logs["d_loss"] + logs["g_loss"])
+    logs["loss"].backward()
+    optimizer.step()
+    changed = [
+        not torch.equal(a, b) for a, b in zip(generator, task.generator.parameters(), strict=True)
+    ]
+    assert all(changed)
+    changed = [not torch.equal(a, b) for a, b in zip(critic, task.critic.parameters(), strict=True)]
+    assert all(changed)
+
+
+def test_each_network_gets_gradient_only_from_its_own_loss(digits):
+    task = make_task()
+    logs = task({"images": digits})
+    logs["g_loss"].backward(retain_graph=True)
+    # The generator's loss must not push the discriminator towards calling fakes real.
+    assert all(p.grad is None for p in task.critic.parameters())
+    assert all(nonzero(p.grad) for p in task.generator.parameters())
+    task.zero_grad(set_to_none=True)
+    logs["d_loss"].backward()
+    assert all(p.grad is None for p in task.generator.parameters())
+    assert all(nonzero(p.grad) for p in task.critic.parameters())
+    # The discriminator is the transferred backbone.
+    assert task.critic.backbone is task.backbone
+
+
+def test_backbone_running_stats_follow_real_images_only(digits):
+    task = make_task()
+    reference = copy.deepcopy(task.backbone)
+    reference(digits)  # one forward pass on the real images only
+    task({"images": digits})
+    norms = [m for m in task.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    expected = [m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm, ref in zip(norms, expected, strict=True):
+        assert torch.allclose(norm.running_mean, ref.running_mean)
+        assert torch.allclose(norm.running_var, ref.running_var)
+    assert norms[0].running_mean.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 24, 20)])
+def test_generator_makes_images_of_the_data_shape(shape):
+    task = make_task(shape)
+    samples = task.generator(task.generator.noise(4))
+    assert samples.shape == (4, *shape)
+    assert samples.min() >= 0 and samples.max() <= 1
+
+
+def test_a_training_step_on_3_channels(shared_data):
+    images = load_images("cifar10:" + str(shared_data / "cifar10"), "test").images[:8] / 255
+    task = make_task((3, 32, 32))
+    logs = task({"images": images.float()})
+    assert all(torch.isfinite(v) for v in logs.values())
+    logs["loss"].backward()
+
+
+def test_show_uses_fixed_noise(digits):
+    task = make_task().eval()
+    first, second = task.show(digits), task.show(digits)
+    (grid,) = first.values()
+    assert grid.shape == (32, 1, 8, 8)
+    assert torch.equal(grid, next(iter(second.values())))
+
+
+def test_pretrain_and_reload_through_the_engine(tmp_path):
+    recipe = Recipe(
+        task="gan",
+        backbone="small_cnn",
+        backbone_options={"width": 8},
+        data="digits",
+        train={"steps": 2, "batch_size": 16, "log_every": 1, "num_workers": 0},
+    )
+    summary = pretrain_run(recipe, tmp_path / "run", progress=False)
+    assert summary["steps"] == 2
+    task = trained_task(tmp_path / "run", (1, 8, 8))
+    assert isinstance(task, GAN) and not task.training
+
+
+def test_unknown_loss_is_reported():
+    with pytest.raises(SelfSupError, match="hinge"):
+        make_task(loss="wasserstein")
