@@ -111,7 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="learn a representation from unlabeled data")
     p.add_argument("--recipe", help="YAML recipe (see recipes/); flags override it")
     p.add_argument("--task", help="pretext task (see `selfsup tasks`)")
-    p.add_argument("--data", help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR")
+    p.add_argument(
+        "--data",
+        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH",
+    )
     p.add_argument("--backbone", help="small_cnn, resnet18, resnet50, vit_tiny")
     p.add_argument("--image-size", type=int, help="resize images to this square size")
     for name, (kind, text) in TRAIN_FLAGS.items():

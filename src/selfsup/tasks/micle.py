@@ -14,35 +14,18 @@ The data must carry groups: `--data grouped:manifest.csv` gives each batch "part
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from selfsup.augment import ViewAugment, simclr_augment
 from selfsup.errors import SelfSupError
 from selfsup.losses import nt_xent
 from selfsup.tasks.barlow_twins import two_views
-from selfsup.tasks.base import Batch, Task
-from selfsup.tasks.simclr import projection_head
+from selfsup.tasks.base import Batch
+from selfsup.tasks.simclr import SimCLR
 
 
-class MICLe(Task):
+class MICLe(SimCLR):
+    """SimCLR whose second view comes from another image of the same group."""
+
     name = "micle"
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        image_shape: tuple[int, int, int],
-        *,
-        projection_dim: int = 128,
-        hidden_dim: int | None = None,
-        temperature: float = 0.5,
-        augment: ViewAugment | None = None,
-    ) -> None:
-        super().__init__(backbone)
-        channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
-        self.temperature = temperature
-        feature_dim = backbone.feature_dim
-        self.projector = projection_head(feature_dim, hidden_dim or feature_dim, projection_dim)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         if "partners" not in batch:
