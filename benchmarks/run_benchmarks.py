@@ -125,17 +125,23 @@ def render() -> str:
             f"| pretraining | protocol | {header} |",
             "|---|---|" + "---:|" * len(fractions),
         ]
-        rows: dict[tuple[str, str], dict[float, float]] = {}
+        # Rows keyed by (label, task, protocol): two recipes of one task stay two rows.
+        rows: dict[tuple[str, str, str], dict[float, float]] = {}
         for record in group:
             task = record["results"]["run"]["task"]
             for row in record["results"]["rows"]:
-                method = task if row["method"] == "ssl" else row["method"]
-                rows.setdefault((method, row["protocol"]), {})[row["fraction"]] = row["accuracy"]
-        for (method, protocol), cells in rows.items():
+                ssl = row["method"] == "ssl"
+                key = (
+                    record["name"] if ssl else row["method"],
+                    task if ssl else "",
+                    row["protocol"],
+                )
+                rows.setdefault(key, {})[row["fraction"]] = row["accuracy"]
+        for (method, task, protocol), cells in rows.items():
             texts = []
             for f in fractions:
                 value = cells.get(f)
-                target = TARGETS.get((dataset, method, protocol, f))
+                target = TARGETS.get((dataset, task, protocol, f))
                 text = "–" if value is None else f"{value:.3f}"
                 if target is not None and value is not None:
                     text += f" ({'meets' if value >= target else 'MISSES'} ≥ {target})"
