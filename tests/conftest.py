@@ -28,3 +28,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def real_images(shared_data):
+    """`real_images(channels)`: 8 real test images as floats in [0, 1], (8, C, H, W).
+
+    1 channel: Fashion-MNIST 28 px; 3 channels: CIFAR-10 32 px.
+    """
+    from selfsup.data import load_images
+
+    def load(channels: int):
+        spec = "cifar10" if channels == 3 else "fashion-mnist"
+        dataset = load_images(f"{spec}:{shared_data / spec}", "test")
+        return dataset.images[:8].float() / 255
+
+    return load

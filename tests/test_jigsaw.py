@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from selfsup.backbones import build_backbone
-from selfsup.data import load_images
 from selfsup.tasks import task_class
 from selfsup.tasks.jigsaw import (
     TILES,
@@ -30,13 +29,6 @@ def private_cache(tmp_path, monkeypatch) -> None:
 def make_task(shape: tuple[int, int, int], **options) -> Jigsaw:
     backbone = build_backbone("small_cnn", in_channels=shape[0], image_size=shape[1], width=8)
     return Jigsaw(backbone, shape, **options)
-
-
-def real_images(shared_data, channels: int) -> torch.Tensor:
-    spec = "cifar10:" if channels == 3 else "fashion-mnist:"
-    folder = "cifar10" if channels == 3 else "fashion-mnist"
-    dataset = load_images(spec + str(shared_data / folder), "test")
-    return dataset.images[:8].float() / 255
 
 
 def test_registered_under_its_cli_name() -> None:
@@ -103,8 +95,8 @@ def test_jittered_tiles_stay_inside_their_cells() -> None:
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_training_step_gives_a_finite_loss(shared_data, channels: int) -> None:
-    images = real_images(shared_data, channels)
+def test_training_step_gives_a_finite_loss(real_images, channels: int) -> None:
+    images = real_images(channels)
     size = images.shape[-1]
     task = make_task((channels, size, size))
     out = task({"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)})
@@ -116,8 +108,8 @@ def test_training_step_gives_a_finite_loss(shared_data, channels: int) -> None:
     assert shown.shape == (32, channels, size, size)
 
 
-def test_a_few_steps_reduce_the_loss(shared_data) -> None:
-    images = real_images(shared_data, 1)
+def test_a_few_steps_reduce_the_loss(real_images) -> None:
+    images = real_images(1)
     task = make_task((1, 28, 28), permutations=10)
     optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
     batch = {"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)}

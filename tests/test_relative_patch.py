@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from selfsup.backbones import build_backbone
-from selfsup.data import load_images
 from selfsup.errors import SelfSupError
 from selfsup.tasks import task_class
 from selfsup.tasks.patches import (
@@ -24,13 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def make_task(shape: tuple[int, int, int], **options) -> RelativePatch:
     backbone = build_backbone("small_cnn", in_channels=shape[0], image_size=shape[1], width=8)
     return RelativePatch(backbone, shape, **options)
-
-
-def real_images(shared_data, channels: int) -> torch.Tensor:
-    spec = "cifar10:" if channels == 3 else "fashion-mnist:"
-    folder = "cifar10" if channels == 3 else "fashion-mnist"
-    dataset = load_images(spec + str(shared_data / folder), "test")
-    return dataset.images[:8].float() / 255
 
 
 def test_registered_under_its_cli_name() -> None:
@@ -168,8 +160,8 @@ def test_downsampling_blurs_the_chosen_patches() -> None:
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_training_step_gives_a_finite_loss(shared_data, channels: int) -> None:
-    images = real_images(shared_data, channels)
+def test_training_step_gives_a_finite_loss(real_images, channels: int) -> None:
+    images = real_images(channels)
     size = images.shape[-1]
     task = make_task((channels, size, size))
     out = task({"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)})
@@ -182,8 +174,8 @@ def test_training_step_gives_a_finite_loss(shared_data, channels: int) -> None:
     assert shown.shape == (32, channels, size, size)
 
 
-def test_a_few_steps_reduce_the_loss(shared_data) -> None:
-    images = real_images(shared_data, 3)
+def test_a_few_steps_reduce_the_loss(real_images) -> None:
+    images = real_images(3)
     task = make_task((3, 32, 32))
     optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
     batch = {"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)}

@@ -17,7 +17,7 @@ from torch import nn
 from selfsup.augment import ViewAugment, simclr_augment
 from selfsup.losses import barlow_twins_loss
 from selfsup.tasks.base import Batch, Task
-from selfsup.tasks.simclr import projection_head
+from selfsup.tasks.simclr import projection_head, two_views
 
 
 def expander(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -31,13 +31,6 @@ def expander(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
         nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, out_dim, bias=False),
     )
-
-
-def two_views(augment: ViewAugment, images: torch.Tensor) -> torch.Tensor:
-    """Pictures for the report: each image, then its two random views."""
-    images = images[:8]
-    pairs = torch.stack([images, augment(images), augment(images)], dim=1)
-    return pairs.flatten(0, 1)
 
 
 class BarlowTwins(Task):

@@ -17,9 +17,8 @@ import torch
 
 from selfsup.errors import SelfSupError
 from selfsup.losses import nt_xent
-from selfsup.tasks.barlow_twins import two_views
 from selfsup.tasks.base import Batch
-from selfsup.tasks.simclr import SimCLR
+from selfsup.tasks.simclr import SimCLR, two_views
 
 
 class MICLe(SimCLR):

@@ -27,6 +27,12 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential
     )
 
 
+def two_views(augment: ViewAugment, images: torch.Tensor) -> torch.Tensor:
+    """Pictures for the report: each of the first 8 images, then its two random views."""
+    images = images[:8]
+    return torch.stack([images, augment(images), augment(images)], dim=1).flatten(0, 1)
+
+
 class SimCLR(Task):
     name = "simclr"
 
@@ -55,6 +61,4 @@ class SimCLR(Task):
 
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        images = images[:8]
-        pairs = torch.stack([images, self.augment(images), self.augment(images)], dim=1)
-        return {"SimCLR: image, view 1, view 2": pairs.flatten(0, 1)}
+        return {"SimCLR: image, view 1, view 2": two_views(self.augment, images)}

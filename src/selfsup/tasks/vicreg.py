@@ -16,8 +16,9 @@ from torch import nn
 
 from selfsup.augment import ViewAugment, simclr_augment
 from selfsup.losses import vicreg_loss
-from selfsup.tasks.barlow_twins import expander, two_views
+from selfsup.tasks.barlow_twins import expander
 from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.simclr import two_views
 
 
 class VICReg(Task):
