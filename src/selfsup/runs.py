@@ -116,7 +116,12 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict:
     """Evaluate a run's backbone on labelled data against the baselines; writes the report."""
-    from selfsup.evaluate import evaluate_backbone, nearest_neighbor_grid, write_report
+    from selfsup.evaluate import (
+        evaluate_backbone,
+        extract_features,
+        nearest_neighbor_grid,
+        write_report,
+    )
 
     run_dir = Path(run_dir)
     recipe = load_run(run_dir)
@@ -131,6 +136,9 @@ def evaluate_run(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     backbone = run_backbone(run_dir).to(device)
     started = time.perf_counter()
+    # Extracted once: the frozen protocols and the neighbour pictures both use them.
+    train_feats = extract_features(backbone, train, device=device)
+    test_feats = extract_features(backbone, test, device=device)
     results = evaluate_backbone(
         backbone,
         train,
@@ -143,6 +151,7 @@ def evaluate_run(
         seed=seed,
         device=device,
         progress=progress,
+        features=(train_feats, test_feats),
     )
     results["seconds"] = time.perf_counter() - started
     results["run"] = {
@@ -152,10 +161,6 @@ def evaluate_run(
         "eval_data": data or recipe.data,
     }
 
-    from selfsup.evaluate import extract_features
-
-    train_feats = extract_features(backbone, train, device=device)
-    test_feats = extract_features(backbone, test, device=device)
     neighbors = nearest_neighbor_grid(train_feats, train, test_feats, test)
     pictures = _task_pictures(run_dir, test)
     write_report(

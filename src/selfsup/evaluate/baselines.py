@@ -105,6 +105,7 @@ def evaluate_backbone(
     device: str | torch.device = "cpu",
     progress: bool = True,
     finetune_options: dict | None = None,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict:
     """Accuracy of `backbone` and its baselines at each label fraction, as a JSON-able dict.
 
@@ -112,7 +113,8 @@ def evaluate_backbone(
     "k", "seed"}; each row is {"method", "protocol", "fraction", "n_labels", "accuracy",
     "seconds"} with method in ssl/raw/random_init/supervised and protocol in
     knn/linear/finetune/logreg/train. `finetune_options` (epochs, steps, lr, ...) go to both
-    fine-tuning and supervised-from-scratch so they always share one budget.
+    fine-tuning and supervised-from-scratch so they always share one budget. `features`:
+    the backbone's (train, test) features when the caller already extracted them.
     """
     protocols, baselines = tuple(protocols), tuple(baselines)
     fractions = [float(f) for f in fractions]
@@ -139,9 +141,13 @@ def evaluate_backbone(
 
     # Frozen features are computed once on all training images; each budget only picks rows.
     frozen = [p for p in protocols if p in ("knn", "linear")]
-    features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    given, features = features, {}
     if frozen:
-        features["ssl"] = _features_pair(backbone, train, test, device)
+        features["ssl"] = (
+            tuple(f.to(device) for f in given)
+            if given is not None
+            else _features_pair(backbone, train, test, device)
+        )
     feature_dim = int(getattr(backbone, "feature_dim", 0)) or (
         features["ssl"][0].shape[1] if features else 0
     )
