@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results"
+COSTS = RECORDS / "costs.json"  # written by benchmarks/throughput.py --record
 SELFSUP = str(Path(sys.executable).with_name("selfsup"))
 
 # Targets from the foundation issue: (dataset prefix, protocol, fraction) -> accuracy.
@@ -103,6 +104,8 @@ def run(name: str, baselines: bool) -> None:
 def render() -> str:
     """docs/results.md from every record: one table per dataset, baselines shared."""
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
+    records = [r for r in records if "results" in r]  # costs.json is not a run
+    costs = json.loads(COSTS.read_text()) if COSTS.exists() else {}
     by_data: dict[str, list[dict]] = {}
     for record in records:
         by_data.setdefault(record["results"]["run"]["data"], []).append(record)
@@ -161,7 +164,51 @@ def render() -> str:
             )
             out += [f"  - `{command}`" for command in record["commands"]]
         out.append("")
+        out += render_costs(data, group, costs)
     return "\n".join(out)
+
+
+def render_costs(data: str, group: list[dict], costs: dict[str, dict]) -> list[str]:
+    """Throughput and peak memory of each method on this data, beside its linear accuracy."""
+    rows = sorted((c for c in costs.values() if c["data"] == data), key=lambda c: c["name"])
+    if not rows:
+        return []
+    linear = {
+        record["name"]: {
+            row["fraction"]: row["accuracy"]
+            for row in record["results"]["rows"]
+            if row["method"] == "ssl" and row["protocol"] == "linear"
+        }
+        for record in group
+    }
+    out = [
+        "Cost of each method (`python benchmarks/throughput.py NAME... --record`, one process",
+        "per recipe; the bare backbone is forward + backward + step on the same two-view batch):",
+        "",
+        "| recipe | task | batch | images/s | bare backbone images/s | ratio | peak memory "
+        "| linear 1% / 100% |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in rows:
+        accuracy = linear.get(c["name"])
+        accuracy_text = (
+            f"{accuracy.get(0.01, float('nan')):.3f} / {accuracy.get(1.0, float('nan')):.3f}"
+            if accuracy
+            else "not run yet"
+        )
+        out.append(
+            f"| {c['name']} | {c['task']} | {c['batch_size']} | {c['pretrain_images_per_s']:.0f} "
+            f"| {c['bare_images_per_s']:.0f} | {c['ratio']:.2f} "
+            f"| +{c['peak_memory_mb']:.0f} MB | {accuracy_text} |"
+        )
+    sample = rows[0]
+    out += [
+        "",
+        f"Measured {sample.get('date', '')} on {sample['device']}, {sample['threads']} threads, "
+        f"precision {sample['precision']}; peak memory is the {sample['peak_memory_kind']}.",
+        "",
+    ]
+    return out
 
 
 def main() -> None:
