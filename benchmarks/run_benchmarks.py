@@ -22,6 +22,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from selfsup.recipe import load_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results"
 COSTS = RECORDS / "costs.json"  # written by benchmarks/throughput.py --record
@@ -57,7 +59,8 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def run(name: str, baselines: bool) -> None:
+def run(name: str, baselines: str) -> None:
+    """Pretrain and evaluate one recipe; `baselines` is "all", "none" or a comma list."""
     out = f"runs/bench/{name}"
     pretrain = [
         SELFSUP,
@@ -78,8 +81,8 @@ def run(name: str, baselines: bool) -> None:
         "1%,10%,100%",
         "--no-progress",
     ]
-    if not baselines:
-        evaluate += ["--baselines", "none"]
+    if baselines != "all":
+        evaluate += ["--baselines", baselines]
     if (ROOT / out / "checkpoints" / "last.pt").exists():
         pretrain = [SELFSUP, "pretrain", "--resume", out, "--no-progress"]
     pretrain_seconds = timed(pretrain)
@@ -93,6 +96,7 @@ def run(name: str, baselines: bool) -> None:
             shlex.join(["selfsup", *pretrain[1:]]),
             shlex.join(["selfsup", *evaluate[1:]]),
         ],
+        "image_size": load_recipe(ROOT / "recipes" / f"{name}.yaml").image_size,
         "pretrain_seconds": round(pretrain_seconds),
         "evaluate_seconds": round(evaluate_seconds),
         "results": results,
@@ -106,9 +110,10 @@ def render() -> str:
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     records = [r for r in records if "results" in r]  # costs.json is not a run
     costs = json.loads(COSTS.read_text()) if COSTS.exists() else {}
-    by_data: dict[str, list[dict]] = {}
+    by_data: dict[tuple[str, int | None], list[dict]] = {}
     for record in records:
-        by_data.setdefault(record["results"]["run"]["data"], []).append(record)
+        key = (record["results"]["run"]["data"], record.get("image_size"))
+        by_data.setdefault(key, []).append(record)
     out = [
         "# Results",
         "",
@@ -118,12 +123,12 @@ def render() -> str:
         "same backbone and label subsets. See docs/evaluation.md for the protocols.",
         "",
     ]
-    for data, group in by_data.items():
+    for (data, size), group in by_data.items():
         dataset = data.split(":")[0]
         fractions = sorted({r["fraction"] for g in group for r in g["results"]["rows"]})
         header = " | ".join(f"{100 * f:g}% labels" for f in fractions)
         out += [
-            f"## {dataset}",
+            f"## {dataset}" + (f", images resized to {size} px" if size else ""),
             "",
             f"| pretraining | protocol | {header} |",
             "|---|---|" + "---:|" * len(fractions),
@@ -164,7 +169,8 @@ def render() -> str:
             )
             out += [f"  - `{command}`" for command in record["commands"]]
         out.append("")
-        out += render_costs(data, group, costs)
+        if size is None:
+            out += render_costs(data, group, costs)
     return "\n".join(out)
 
 
@@ -214,14 +220,20 @@ def render_costs(data: str, group: list[dict], costs: dict[str, dict]) -> list[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="recipe names (recipes/<name>.yaml)")
-    parser.add_argument("--baselines", default="auto", choices=("auto", "yes", "no"))
+    parser.add_argument(
+        "--baselines",
+        default="auto",
+        help="auto (all for *simclr recipes, else none), yes, no, or a list for selfsup "
+        "evaluate such as random_init",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite docs/results.md")
     args = parser.parse_args()
     if not args.render:
         for name in args.names:
-            baselines = args.baselines == "yes" or (
-                args.baselines == "auto" and name.endswith("simclr")
-            )
+            if args.baselines == "auto":
+                baselines = "all" if name.endswith("simclr") else "none"
+            else:
+                baselines = {"yes": "all", "no": "none"}.get(args.baselines, args.baselines)
             run(name, baselines)
     extra = ROOT / "docs" / "results_extra.md"
     text = render() + ("\n" + extra.read_text() if extra.exists() else "")
