@@ -145,7 +145,12 @@ def render() -> str:
                     row["protocol"],
                 )
                 rows.setdefault(key, {})[row["fraction"]] = row["accuracy"]
-        for (method, task, protocol), cells in rows.items():
+        baseline_names = ("raw", "random_init", "supervised")
+        random_linear = rows.get(("random_init", "", "linear"), {})
+        # Baselines first, then the pretrained rows in name order.
+        order = sorted(rows, key=lambda key: (key[0] not in baseline_names, key))
+        for method, task, protocol in order:
+            cells = rows[(method, task, protocol)]
             texts = []
             for f in fractions:
                 value = cells.get(f)
@@ -153,6 +158,9 @@ def render() -> str:
                 text = "–" if value is None else f"{value:.3f}"
                 if target is not None and value is not None:
                     text += f" ({'meets' if value >= target else 'MISSES'} ≥ {target})"
+                below = value is not None and value <= random_linear.get(f, -1.0)
+                if method not in baseline_names and protocol == "linear" and below:
+                    text += " (≤ random init)"
                 texts.append(text)
             label = {
                 "raw": "none (raw pixels)",
