@@ -5,6 +5,7 @@ A run directory holds:
   metrics.jsonl            one line of training logs every `log_every` steps
   checkpoints/last.pt      the full training state (atomic; `--resume` reads it)
   backbone/                the trained backbone alone (safetensors + JSON), see load_backbone
+  tokenizer.json           text runs only: the tokenizer trained on the run's corpus
   metrics.json, report.md, *.png   written by evaluate
 """
 
@@ -19,6 +20,7 @@ import torch
 from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
 from selfsup.errors import SelfSupError
 from selfsup.recipe import Recipe, build_data, build_task, load_run, save_recipe
+from selfsup.text.corpus import is_text_spec
 
 BACKBONE_DIR = "backbone"
 
@@ -51,15 +53,28 @@ def pretrain_run(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
         )
     config = TrainConfig.from_dict(recipe.train)
-    dataset = build_data(recipe, "train", download=download)
+    tokenizer = None
+    if is_text_spec(recipe.data):
+        # Text: the tokenizer is trained on the corpus (or reloaded on resume) and kept in the
+        # run directory; evaluate / generate / embed read it back from there.
+        from selfsup.text.build import build_text_task, prepare_text
+
+        tokenizer, dataset = prepare_text(recipe, out_dir if resume else None)
+    else:
+        dataset = build_data(recipe, "train", download=download)
     if len(dataset) == 0:
-        raise SelfSupError(f"{recipe.data} has no images to train on")
+        raise SelfSupError(f"{recipe.data} has no samples to train on")
     torch.manual_seed(config.seed)  # the initial weights are part of what a seed reproduces
-    task = build_task(recipe, dataset.image_shape, len(dataset))
+    if tokenizer is not None:
+        task = build_text_task(recipe, tokenizer, dataset)
+    else:
+        task = build_task(recipe, dataset.image_shape, len(dataset))
 
     created = not out_dir.exists()
     try:
         save_recipe(recipe, out_dir)
+        if tokenizer is not None:
+            tokenizer.save(out_dir)
         summary = pretrain(task, dataset, out_dir, config, resume=resume, progress=progress)
     except Exception:
         # A run that failed before its first checkpoint has nothing worth keeping.
