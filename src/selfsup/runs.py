@@ -120,7 +120,7 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     data: str | None = None,
-    protocols: tuple[str, ...] = ("knn", "linear"),
+    protocols: tuple[str, ...] | None = None,
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
     baselines: tuple[str, ...] = ("raw", "random_init", "supervised"),
     k: int = 20,
@@ -129,8 +129,13 @@ def evaluate_run(
     device: str = "auto",
     command: str | None = None,
     progress: bool = True,
+    text_options: dict | None = None,
 ) -> dict:
-    """Evaluate a run's backbone on labelled data against the baselines; writes the report."""
+    """Evaluate a run's backbone on labelled data against the baselines; writes the report.
+
+    Text runs go to selfsup.text.evaluate (fine-tuning, TF-IDF, perplexity, retrieval);
+    `text_options` passes its extra arguments (word2vec, retrieval).
+    """
     from selfsup.evaluate import (
         evaluate_backbone,
         extract_features,
@@ -140,6 +145,16 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     recipe = load_run(run_dir)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if is_text_spec(recipe.data):
+        from selfsup.text.evaluate import evaluate_text_run
+
+        return evaluate_text_run(
+            run_dir, data=data, protocols=protocols, fractions=fractions,
+            baselines=baselines, freeze_stages=freeze_stages, k=k, seed=seed, device=device,
+            command=command, progress=progress, **(text_options or {}),
+        )  # fmt: skip
+    protocols = protocols or ("knn", "linear")
     train = build_data(recipe, "train", spec=data)
     test = build_data(recipe, "test", spec=data)
     for split, dataset in (("train", train), ("test", test)):
@@ -148,7 +163,6 @@ def evaluate_run(
                 f"{data or recipe.data} ({split} split) has unlabeled images; evaluation needs "
                 "labels (for an image folder: one sub-folder per class)"
             )
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     backbone = run_backbone(run_dir).to(device)
     started = time.perf_counter()
     # Extracted once: the frozen protocols and the neighbour pictures both use them.

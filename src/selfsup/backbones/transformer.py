@@ -74,10 +74,12 @@ class Embeddings(nn.Module):
         if positions is None:
             positions = torch.arange(tokens.shape[1], device=tokens.device)
         x = self.tokens(tokens) + self.positions(positions)
-        if segments is not None and self.segments is not None:
-            x = x + self.segments(segments)
-        if langs is not None and self.langs is not None:
-            x = x + self.langs(langs)
+        # A model trained with segments / languages always saw one of them: a caller that
+        # gives none (e.g. downstream classification of single sentences) gets id 0.
+        if self.segments is not None:
+            x = x + (self.segments(segments) if segments is not None else self.segments.weight[0])
+        if self.langs is not None:
+            x = x + (self.langs(langs) if langs is not None else self.langs.weight[0])
         return x
 
 
