@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 PAD_ID = 0
+# Google's BERT miniatures (Turc et al. 2019, "Well-Read Students Learn Better") and BERT-base.
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"dim": 64, "depth": 2, "heads": 2},
+    "tiny": {"dim": 128, "depth": 2, "heads": 2},
     "mini": {"dim": 256, "depth": 4, "heads": 4},
     "small": {"dim": 512, "depth": 4, "heads": 8},
     "base": {"dim": 768, "depth": 12, "heads": 12},  # BERT-base / GPT-2 small
