@@ -148,3 +148,12 @@ def test_nsp_pairs_are_true_next_sentences_exactly_when_labelled(shakespeare, wo
 def test_nsp_needs_documents(wordpiece):
     with pytest.raises(DataError, match="at least two sentences"):
         SentencePairs.build([["one line"], ["another"]], wordpiece, max_len=32)
+
+
+def test_tokenizer_training_is_reproducible(shakespeare):
+    """Same corpus, same ids: a seeded run must start from the same embeddings every time."""
+    texts = [s for doc in islice(iter_documents(shakespeare), 300) for s in doc]
+    for kind in ("wordpiece", "bpe"):
+        a = train_tokenizer(texts, kind, vocab_size=400, langs=["en", "de"])
+        b = train_tokenizer(texts, kind, vocab_size=400, langs=["en", "de"])
+        assert a.tokenizer.get_vocab() == b.tokenizer.get_vocab()

@@ -151,3 +151,37 @@ def test_text_errors_are_one_line(shared_data, tmp_path):
             progress=False,
         )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_interrupted_text_run_resumes_to_the_same_weights(shared_data, tmp_path, monkeypatch):
+    """NSP pairs and MLM masks are random per step: a resumed run must redraw the same ones."""
+    import signal
+
+    from selfsup.engine import CHECKPOINT, load_checkpoint
+    from selfsup.errors import SelfSupError
+    from selfsup.recipe import load_run
+    from selfsup.tasks.nsp import NextSentence
+
+    def recipe():
+        r = _recipe("mlm+nsp", f"text:{shared_data}/tinyshakespeare/input.txt")
+        r.backbone_options["dropout"] = 0.1  # dropout's randomness must resume exactly too
+        r.train.update(steps=6, checkpoint_every=100)
+        return r
+
+    pretrain_run(recipe(), tmp_path / "straight", progress=False)
+    original = NextSentence.after_optimizer_step
+
+    def interrupt_at_3(self, step, total):
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(NextSentence, "after_optimizer_step", interrupt_at_3)
+    with pytest.raises(SelfSupError, match="--resume"):
+        pretrain_run(recipe(), tmp_path / "resumed", progress=False)
+    assert int(load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"]) == 3
+    monkeypatch.setattr(NextSentence, "after_optimizer_step", original)
+    resumed = tmp_path / "resumed"
+    pretrain_run(load_run(resumed), resumed, resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["task"]
+    b = load_checkpoint(resumed / CHECKPOINT)["task"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

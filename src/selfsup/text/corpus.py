@@ -59,8 +59,9 @@ def parse_text_spec(spec: str) -> TextSpec:
     return TextSpec(kind, paths)
 
 
-def open_text(path: Path) -> io.TextIOBase:
+def open_text(path: str | Path) -> io.TextIOBase:
     """A text stream over a plain or gzip file, strict UTF-8 with a clear error on bad bytes."""
+    path = Path(path)
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
 
@@ -76,7 +77,7 @@ def _lines(path: Path) -> Iterator[str]:
         raise DataError(f"{path} could not be read ({error}); is it a corrupt .gz?") from None
 
 
-def iter_documents(path: Path) -> Iterator[list[str]]:
+def iter_documents(path: str | Path) -> Iterator[list[str]]:
     """Documents (lists of non-empty sentence lines), split on blank lines, streamed."""
     document: list[str] = []
     for line in _lines(path):

@@ -115,7 +115,28 @@ def train_tokenizer(
     tok.train_from_iterator(counted, trainer=trainer)
     if counted.count == 0:
         raise DataError("the corpus has no text to train a tokenizer on; check the data path")
-    return TextTokenizer(tok, kind)
+    return TextTokenizer(_canonical_ids(tok, specials), kind)
+
+
+def _canonical_ids(tok, specials: list[str]):
+    """The same tokenizer with ids in a fixed order: specials first, then the rest sorted.
+
+    The trainers hand out ids in hash-map order, which changes from process to process; a
+    seeded run must get the same ids (and so the same initial embeddings) every time.
+    Tokenization itself does not depend on ids (WordPiece matches strings, BPE merges pairs
+    of strings), so this only renumbers.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    order = [t for t in specials if t in vocab] + sorted(set(vocab) - set(specials))
+    data["model"]["vocab"] = {t: i for i, t in enumerate(order)}
+    for added in data.get("added_tokens", []):
+        added["id"] = data["model"]["vocab"][added["content"]]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 class _Counted:
