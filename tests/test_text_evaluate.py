@@ -69,6 +69,11 @@ def test_sst2_few_label_protocol_with_all_baselines(sst2_slice, tmp_path):
     report = (run / "report.md").read_text()
     assert "TF-IDF logistic regression" in report and "Held-out perplexity" in report
     assert json.loads((run / "metrics.json").read_text())["rows"]
+    assert main(["embed", str(run), "--data", sst2_slice, "--split", "test",
+                 "--out", str(tmp_path / "e.npy")]) == 0  # fmt: skip
+    import numpy as np
+
+    assert np.load(tmp_path / "e.npy").shape == (200, 128)
     # The word2vec run evaluates its own averaged vectors with logistic regression.
     own = evaluate_run(w2v, fractions=(1.0,), baselines=(), progress=False)
     assert [(r["method"], r["protocol"]) for r in own["rows"]] == [("ssl", "linear")]

@@ -217,15 +217,20 @@ def _task_pictures(run_dir: Path, dataset) -> dict[str, torch.Tensor]:
 def embed_run(
     run_dir: str | Path, data: str, out: str | Path, *, split: str = "train", device: str = "auto"
 ) -> Path:
-    """Features of every image of `data` as a float32 .npy array (N, feature_dim)."""
+    """Features of every image (or text) of `data` as a float32 .npy array (N, feature_dim)."""
     import numpy as np
 
     from selfsup.evaluate import extract_features
 
     recipe = load_run(run_dir)
-    dataset = build_data(recipe, split, spec=data)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    features = extract_features(run_backbone(run_dir).to(device), dataset, device=device)
+    if is_text_spec(recipe.data):
+        from selfsup.text.evaluate import embed_texts
+
+        features = embed_texts(run_dir, data, split, device)
+    else:
+        dataset = build_data(recipe, split, spec=data)
+        features = extract_features(run_backbone(run_dir).to(device), dataset, device=device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")

@@ -36,7 +36,9 @@ from selfsup.text.masking import IGNORE, mask_tokens
 from selfsup.text.tokenizer import load_tokenizer
 
 MASKED_TASKS = ("mlm", "mlm+nsp", "tlm")
-FINETUNE = {"batch_size": 32, "lr": 1e-4, "epochs": 10, "max_steps": 1000}
+# Fine-tuning budget, shared by the pretrained model and the from-scratch baseline; only the
+# peak learning rate differs (randomly initialised Transformers want a larger one).
+FINETUNE = {"batch_size": 32, "lr": 1e-4, "scratch_lr": 5e-4, "epochs": 10, "max_steps": 1000}
 
 
 def evaluate_text_run(
@@ -180,7 +182,8 @@ def classification(
             record("tfidf", "logreg", f, n, tfidf_accuracy, labelled, test)
         if "supervised" in baselines:
             fresh = random_init_backbone(backbone, seed)
-            record("supervised", "train", f, n, finetune_text, fresh, labelled, test, **budget)
+            scratch = {**budget, "lr": ft["scratch_lr"]}
+            record("supervised", "train", f, n, finetune_text, fresh, labelled, test, **scratch)
     return {
         "fractions": list(fractions),
         "rows": rows,
@@ -282,6 +285,22 @@ def retrieval_accuracy(backbone, tokenizer, spec: str, device: str = "cpu") -> d
         "mean": (a_to_b + b_to_a) / 2,
         "sentences": len(left),
     }
+
+
+def embed_texts(run_dir: str | Path, spec: str, split: str = "train", device: str = "cpu"):
+    """`selfsup embed` for text runs: features of every text of a split of a tsv/csv/text
+    spec, in order (plain text: one row per non-empty line of the split's documents)."""
+    from selfsup.runs import run_backbone
+
+    recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
+    backbone = run_backbone(run_dir)
+    parsed, opts = parse_text_spec(spec), text_options(recipe)
+    if parsed.kind == "parallel":
+        raise SelfSupError("embed takes text:PATH, tsv:PATH or csv:PATH, not parallel data")
+    texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
+    encoder = not getattr(backbone, "causal", False)
+    data = LabeledText.build(texts, None, tokenizer, getattr(backbone, "max_len", 512), encoder)
+    return text_features(backbone, data, device)
 
 
 def _write(run_dir: Path, recipe, results: dict, command: str | None) -> None:
