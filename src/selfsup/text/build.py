@@ -18,6 +18,7 @@ import torch
 from selfsup.errors import SelfSupError
 from selfsup.text.corpus import (
     TextSpec,
+    iter_table,
     language_of,
     parse_text_spec,
     plain_documents,
@@ -52,10 +53,10 @@ def documents(spec: TextSpec, split: str, opts: dict[str, Any]) -> Iterator[list
     if spec.kind == "text":
         docs = plain_documents(spec.paths[0], split)
     elif spec.kind in ("tsv", "csv"):
-        texts, _ = read_table(
+        rows = iter_table(
             _table_path(spec, split), "\t" if spec.kind == "tsv" else ",", opts["text_column"]
         )
-        docs = ([t] for t in texts if t)
+        docs = ([text] for text, _ in rows if text)
     else:
         raise SelfSupError("parallel:A,B data is read as sentence pairs; use it with task tlm")
     return islice(docs, opts["limit"])

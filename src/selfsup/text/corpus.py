@@ -119,17 +119,16 @@ def _pick(header: list[str], wanted: str | None, defaults: tuple[str, ...], path
     return None
 
 
-def read_table(
+def iter_table(
     path: Path,
     delimiter: str,
     text_column: str | None = None,
     label_column: str | None = None,
-) -> tuple[list[str], list[str] | None]:
-    """Texts (and raw label strings, or None when there is no label column) of a table."""
-    rows = (line for line in _lines(path))
+) -> Iterator[tuple[str, str | None]]:
+    """(text, raw label or None) per row of a table with a header, streamed."""
     # TSV files such as GLUE's are unquoted: quotes are text, not field delimiters.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(rows, delimiter=delimiter, quoting=quoting)
+    reader = csv.reader(_lines(path), delimiter=delimiter, quoting=quoting)
     header = next(reader, None)
     if not header:
         raise DataError(f"{path} is empty; a table needs a header line and rows")
@@ -140,20 +139,31 @@ def read_table(
             f"{', '.join(header)}; set text.text_column"
         )
     label_i = _pick(header, label_column, LABEL_COLUMNS, path, "label")
-    texts, labels = [], [] if label_i is not None else None
+    rows = 0
     for n, row in enumerate(reader, start=2):
         if not row:
             continue
         if len(row) <= max(text_i, label_i or 0):
             raise DataError(
-                f"{path} line {n} has {len(row)} field(s); the header has {len(header)}"
+                f"{path} line {n} has {len(row)} field(s) but the header has {len(header)}"
             )
-        texts.append(row[text_i].strip())
-        if labels is not None:
-            labels.append(row[label_i].strip())
-    if not texts:
+        rows += 1
+        yield row[text_i].strip(), (row[label_i].strip() if label_i is not None else None)
+    if rows == 0:
         raise DataError(f"{path} has a header but no rows")
-    return texts, labels
+
+
+def read_table(
+    path: Path,
+    delimiter: str,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> tuple[list[str], list[str] | None]:
+    """Texts (and raw label strings, or None when there is no label column) of a table."""
+    rows = list(iter_table(path, delimiter, text_column, label_column))
+    texts = [text for text, _ in rows]
+    labels = [label for _, label in rows]
+    return texts, (labels if labels[0] is not None else None)
 
 
 def language_of(path: Path) -> str:
