@@ -38,7 +38,7 @@ from selfsup.text.tokenizer import load_tokenizer
 MASKED_TASKS = ("mlm", "mlm+nsp", "tlm")
 # Fine-tuning budget, shared by the pretrained model and the from-scratch baseline; only the
 # peak learning rate differs (randomly initialised Transformers want a larger one).
-FINETUNE = {"batch_size": 32, "lr": 1e-4, "scratch_lr": 5e-4, "epochs": 10, "max_steps": 1000}
+FINETUNE = {"batch_size": 32, "lr": 1e-4, "scratch_lr": 5e-4, "epochs": 10, "max_steps": 3000}
 
 
 def evaluate_text_run(
