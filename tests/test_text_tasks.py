@@ -150,6 +150,8 @@ def test_text_errors_are_one_line(shared_data, tmp_path):
             tmp_path / "c",
             progress=False,
         )
+    with pytest.raises(SelfSupError, match="learns from text"):
+        pretrain_run(_recipe("mlm", "digits"), tmp_path / "d", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -48,6 +48,13 @@ def pretrain_run(
     from selfsup.tasks import task_class
 
     task_class(recipe.task)  # unknown names fail here, before any data is read
+    from selfsup.tasks import TEXT_TASKS
+
+    if recipe.task in TEXT_TASKS and not is_text_spec(recipe.data):
+        raise SelfSupError(
+            f"task {recipe.task} learns from text; give --data text:PATH, tsv:PATH, csv:PATH "
+            f"or parallel:A,B (got {recipe.data})"
+        )
     if recipe.backbone not in BACKBONES:
         raise SelfSupError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
