@@ -52,6 +52,28 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, torch {torch.__version__}"
 
 
+TEXT_KINDS = ("text", "tsv", "csv", "parallel")
+# Text baselines (TF-IDF, from scratch, averaged word2vec) run with this recipe; the
+# word2vec vectors come from runs/bench/sst2_word2vec, so run that recipe first.
+TEXT_BASELINE_RECIPE = "sst2_mlm"
+TEXT_WORD2VEC = "runs/bench/sst2_word2vec"
+
+
+def is_text(name: str) -> bool:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text()).get("data", "")
+    return str(data).split(":")[0] in TEXT_KINDS
+
+
+def dataset_name(data: str) -> str:
+    """cifar10:DIR -> cifar10; tsv:../sst2/train.tsv,... -> sst2 (the data's folder)."""
+    kind, _, rest = data.partition(":")
+    if kind in TEXT_KINDS:
+        return Path(rest.split(",")[0]).parent.name or kind
+    return kind
+
+
 def timed(command: list[str]) -> float:
     print("$", shlex.join(command), flush=True)
     started = time.perf_counter()
@@ -81,6 +103,12 @@ def run(name: str, baselines: str) -> None:
         "1%,10%,100%",
         "--no-progress",
     ]
+    if is_text(name):
+        # Text runs pick their own protocols (fine-tune + linear probe; word2vec: linear).
+        evaluate = [SELFSUP, "evaluate", out, "--labels", "1%,10%,100%", "--no-progress"]
+        word2vec = (ROOT / TEXT_WORD2VEC / "backbone").is_dir() and "word2vec" not in name
+        if baselines != "none" and word2vec:
+            evaluate += ["--word2vec", TEXT_WORD2VEC]
     if baselines != "all":
         evaluate += ["--baselines", baselines]
     if (ROOT / out / "checkpoints" / "last.pt").exists():
@@ -112,8 +140,10 @@ def render() -> str:
     costs = json.loads(COSTS.read_text()) if COSTS.exists() else {}
     by_data: dict[tuple[str, int | None], list[dict]] = {}
     for record in records:
-        key = (record["results"]["run"]["data"], record.get("image_size"))
-        by_data.setdefault(key, []).append(record)
+        run = record["results"]["run"]
+        if record["results"].get("rows"):
+            key = (dataset_name(run.get("eval_data", run["data"])), record.get("image_size"))
+            by_data.setdefault(key, []).append(record)
     out = [
         "# Results",
         "",
@@ -123,8 +153,7 @@ def render() -> str:
         "same backbone and label subsets. See docs/evaluation.md for the protocols.",
         "",
     ]
-    for (data, size), group in by_data.items():
-        dataset = data.split(":")[0]
+    for (dataset, size), group in by_data.items():
         fractions = sorted({r["fraction"] for g in group for r in g["results"]["rows"]})
         header = " | ".join(f"{100 * f:g}% labels" for f in fractions)
         out += [
@@ -166,6 +195,8 @@ def render() -> str:
                 "raw": "none (raw pixels)",
                 "random_init": "none (random init)",
                 "supervised": "none (supervised from scratch)",
+                "tfidf": "none (TF-IDF of words + bigrams)",
+                "word2vec": "averaged word2vec vectors (sst2_word2vec)",
             }.get(method, method)
             out.append(f"| {label} | {protocol} | " + " | ".join(texts) + " |")
         out.append("")
@@ -178,13 +209,61 @@ def render() -> str:
             out += [f"  - `{command}`" for command in record["commands"]]
         out.append("")
         if size is None:
-            out += render_costs(data, group, costs)
-    return "\n".join(out)
+            out += render_costs(dataset, group, costs)
+    return "\n".join(out + text_sections(records))
 
 
-def render_costs(data: str, group: list[dict], costs: dict[str, dict]) -> list[str]:
+def text_sections(records: list[dict]) -> list[str]:
+    """Held-out perplexity and cross-lingual retrieval of the text runs that have them."""
+    out = []
+    perplexity = [r for r in records if "perplexity" in r["results"]]
+    if perplexity:
+        out += [
+            "## Text: held-out perplexity",
+            "",
+            "Each model's own tokenizer, so values compare only within one row's kind.",
+            "",
+            "| pretraining | kind | perplexity | tokens | tokenizer |",
+            "|---|---|---:|---:|---|",
+        ]
+        for r in perplexity:
+            p = r["results"]["perplexity"]
+            out.append(
+                f"| {r['name']} | {p['kind']} | {p['perplexity']:.2f} | {p['tokens']} | "
+                f"{p['tokenizer']} |"
+            )
+        out.append("")
+    retrieval = [r for r in records if "retrieval" in r["results"]]
+    if retrieval:
+        out += [
+            "## Text: cross-lingual sentence retrieval (Multi30k test_2016_flickr)",
+            "",
+            "| pretraining | en->de | de->en | mean |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in retrieval:
+            x = r["results"]["retrieval"]
+            out.append(
+                f"| {r['name']} | {x.get('en->de', 0):.3f} | {x.get('de->en', 0):.3f} | "
+                f"{x['mean']:.3f} |"
+            )
+        out.append("")
+        for r in retrieval:
+            if not r["results"].get("rows"):  # not listed under a classification table
+                out.append(
+                    f"- **{r['name']}** ({r['date']}, {r['machine']}): pretraining "
+                    f"{r['pretrain_seconds'] / 60:.1f} min, evaluation "
+                    f"{r['evaluate_seconds'] / 60:.1f} min"
+                )
+                out += [f"  - `{command}`" for command in r["commands"]]
+        out.append("")
+    return out
+
+
+def render_costs(dataset: str, group: list[dict], costs: dict[str, dict]) -> list[str]:
     """Throughput and peak memory of each method on this data, beside its linear accuracy."""
-    rows = sorted((c for c in costs.values() if c["data"] == data), key=lambda c: c["name"])
+    rows = [c for c in costs.values() if dataset_name(c["data"]) == dataset]
+    rows.sort(key=lambda c: c["name"])
     if not rows:
         return []
     linear = {
@@ -239,7 +318,8 @@ def main() -> None:
     if not args.render:
         for name in args.names:
             if args.baselines == "auto":
-                baselines = "all" if name.endswith("simclr") else "none"
+                auto = name.endswith("simclr") or name == TEXT_BASELINE_RECIPE
+                baselines = "all" if auto else "none"
             else:
                 baselines = {"yes": "all", "no": "none"}.get(args.baselines, args.baselines)
             run(name, baselines)

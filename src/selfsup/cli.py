@@ -113,9 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="pretext task (see `selfsup tasks`)")
     p.add_argument(
         "--data",
-        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH",
+        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH; "
+        "text: text:PATH, tsv:PATH[,TEST], csv:PATH[,TEST], parallel:A,B",
     )
-    p.add_argument("--backbone", help="small_cnn, resnet18, resnet50, vit_tiny")
+    p.add_argument(
+        "--backbone",
+        help="small_cnn, resnet18, resnet50, vit_tiny; text: transformer, word_vectors",
+    )
     p.add_argument("--image-size", type=int, help="resize images to this square size")
     for name, (kind, text) in TRAIN_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
@@ -137,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--protocol",
         type=_choices(("knn", "linear", "finetune")),
-        default=("knn", "linear"),
-        help="knn,linear,finetune (default knn,linear)",
+        default=None,
+        help="knn,linear,finetune (default knn,linear; text: finetune,linear)",
     )
     e.add_argument(
         "--labels",
@@ -162,6 +166,23 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="cpu, cuda or auto")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument(
+        "--word2vec", metavar="RUN_DIR", help="text: averaged vectors of this word2vec run too"
+    )
+    e.add_argument(
+        "--retrieval",
+        metavar="parallel:A,B",
+        help="text: cross-lingual retrieval accuracy on these aligned files",
+    )
+
+    g = sub.add_parser("generate", help="sample text from a run trained with clm")
+    g.add_argument("run")
+    g.add_argument("--prompt", default="", help="text to continue (default: a new document)")
+    g.add_argument("--tokens", type=int, default=100, help="new tokens per sample (default 100)")
+    g.add_argument("--samples", type=int, default=1)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--seed", type=int, default=0)
 
     m = sub.add_parser("embed", help="write a run's features of a data set to .npy")
     m.add_argument("run")
@@ -234,8 +255,10 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
         device=args.device,
         command=command,
         progress=not args.no_progress,
+        text_options={"word2vec": args.word2vec, "retrieval": args.retrieval},
     )
-    print(format_table(results))
+    if results.get("rows"):
+        print(format_table(results))
     print(f"report: {Path(args.run) / 'report.md'}")
 
 
@@ -282,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
 
             path = embed_run(args.run, args.data, args.out, split=args.split, device=args.device)
             print(f"wrote {path}")
+        elif args.command == "generate":
+            from selfsup.text.generate import generate_text
+
+            for text in generate_text(
+                args.run, args.prompt, tokens=args.tokens, samples=args.samples,
+                temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+            ):  # fmt: skip
+                print(text, end="\n\n")
         elif args.command == "tasks":
             _cmd_tasks()
         elif args.command == "demo":

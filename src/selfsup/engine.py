@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.data.base import ImageDataset, TensorImageDataset
+from selfsup.data.base import BatchDataset, ImageDataset, TensorImageDataset
 from selfsup.errors import SelfSupError
 from selfsup.optim import OPTIMIZERS, make_optimizer, warmup_cosine
 from selfsup.tasks.base import Task
@@ -119,14 +119,22 @@ def _seed_step(seed: int, step: int, rank: int) -> None:
 
 
 def _batches(
-    dataset: ImageDataset,
+    dataset: ImageDataset | BatchDataset,
     order: BatchOrder,
     start: int,
     stop: int,
     device: torch.device,
     num_workers: int,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """uint8 image batches and their indices for steps start..stop-1, already on `device`."""
+    """uint8 image batches and their indices for steps start..stop-1, already on `device`.
+
+    A BatchDataset yields (None, indices): its batch is built after the step's seed is set,
+    so the randomness inside get_batch (e.g. NSP's random sentences) is reproducible too.
+    """
+    if isinstance(dataset, BatchDataset):
+        for step in range(start, stop):
+            yield None, order.indices(step)
+        return
     if isinstance(dataset, TensorImageDataset):
         # The whole uint8 dataset on the device (CIFAR-10 is 150 MB): no per-step copies.
         images = dataset.images.to(device)
@@ -259,7 +267,7 @@ class _Progress:
 
 def pretrain(
     task: Task,
-    dataset: ImageDataset,
+    dataset: ImageDataset | BatchDataset,
     out_dir: str | Path,
     config: TrainConfig,
     *,
@@ -341,14 +349,18 @@ def pretrain(
         batches = _batches(dataset, order, start_step, config.steps, device, config.num_workers)
         for images, idx in batches:
             _seed_step(config.seed, step, rank)
-            batch = {
-                "images": images.float().div_(255),
-                "labels": dataset.labels[idx].to(device),
-                "indices": idx.to(device),
-            }
-            for key, value in dataset.extras(idx).items():
-                value = value.to(device, non_blocking=True)
-                batch[key] = value.float().div_(255) if value.dtype == torch.uint8 else value
+            if images is None:
+                batch = {k: v.to(device) for k, v in dataset.get_batch(idx).items()}
+                batch["indices"] = idx.to(device)
+            else:
+                batch = {
+                    "images": images.float().div_(255),
+                    "labels": dataset.labels[idx].to(device),
+                    "indices": idx.to(device),
+                }
+                for key, value in dataset.extras(idx).items():
+                    value = value.to(device, non_blocking=True)
+                    batch[key] = value.float().div_(255) if value.dtype == torch.uint8 else value
             logs = model(batch)
             loss = logs["loss"]
             nonfinite |= ~torch.isfinite(loss.detach())
@@ -358,8 +370,8 @@ def pretrain(
             scheduler.step()
             task.after_optimizer_step(step, config.steps)
             step += 1
-            window_images += images.shape[0] * world
-            images_seen += images.shape[0] * world
+            window_images += idx.shape[0] * world
+            images_seen += idx.shape[0] * world
 
             boundary = step % config.log_every == 0 or step == config.steps
             at_checkpoint = step % config.checkpoint_every == 0

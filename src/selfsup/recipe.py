@@ -29,6 +29,7 @@ class Recipe:
     image_size: int | None = None  # resize every image to this square size
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
     evaluate: dict[str, Any] = field(default_factory=dict)  # defaults for `selfsup evaluate`
+    text: dict[str, Any] = field(default_factory=dict)  # text data + tokenizer (docs/text.md)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:

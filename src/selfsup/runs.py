@@ -5,6 +5,7 @@ A run directory holds:
   metrics.jsonl            one line of training logs every `log_every` steps
   checkpoints/last.pt      the full training state (atomic; `--resume` reads it)
   backbone/                the trained backbone alone (safetensors + JSON), see load_backbone
+  tokenizer.json           text runs only: the tokenizer trained on the run's corpus
   metrics.json, report.md, *.png   written by evaluate
 """
 
@@ -19,6 +20,7 @@ import torch
 from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
 from selfsup.errors import SelfSupError
 from selfsup.recipe import Recipe, build_data, build_task, load_run, save_recipe
+from selfsup.text.corpus import is_text_spec
 
 BACKBONE_DIR = "backbone"
 
@@ -46,20 +48,40 @@ def pretrain_run(
     from selfsup.tasks import task_class
 
     task_class(recipe.task)  # unknown names fail here, before any data is read
+    from selfsup.tasks import TEXT_TASKS
+
+    if recipe.task in TEXT_TASKS and not is_text_spec(recipe.data):
+        raise SelfSupError(
+            f"task {recipe.task} learns from text; give --data text:PATH, tsv:PATH, csv:PATH "
+            f"or parallel:A,B (got {recipe.data})"
+        )
     if recipe.backbone not in BACKBONES:
         raise SelfSupError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
         )
     config = TrainConfig.from_dict(recipe.train)
-    dataset = build_data(recipe, "train", download=download)
+    tokenizer = None
+    if is_text_spec(recipe.data):
+        # Text: the tokenizer is trained on the corpus (or reloaded on resume) and kept in the
+        # run directory; evaluate / generate / embed read it back from there.
+        from selfsup.text.build import build_text_task, prepare_text
+
+        tokenizer, dataset = prepare_text(recipe, out_dir if resume else None)
+    else:
+        dataset = build_data(recipe, "train", download=download)
     if len(dataset) == 0:
-        raise SelfSupError(f"{recipe.data} has no images to train on")
+        raise SelfSupError(f"{recipe.data} has no samples to train on")
     torch.manual_seed(config.seed)  # the initial weights are part of what a seed reproduces
-    task = build_task(recipe, dataset.image_shape, len(dataset))
+    if tokenizer is not None:
+        task = build_text_task(recipe, tokenizer, dataset)
+    else:
+        task = build_task(recipe, dataset.image_shape, len(dataset))
 
     created = not out_dir.exists()
     try:
         save_recipe(recipe, out_dir)
+        if tokenizer is not None:
+            tokenizer.save(out_dir)
         summary = pretrain(task, dataset, out_dir, config, resume=resume, progress=progress)
     except Exception:
         # A run that failed before its first checkpoint has nothing worth keeping.
@@ -105,7 +127,7 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     data: str | None = None,
-    protocols: tuple[str, ...] = ("knn", "linear"),
+    protocols: tuple[str, ...] | None = None,
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
     baselines: tuple[str, ...] = ("raw", "random_init", "supervised"),
     k: int = 20,
@@ -114,8 +136,13 @@ def evaluate_run(
     device: str = "auto",
     command: str | None = None,
     progress: bool = True,
+    text_options: dict | None = None,
 ) -> dict:
-    """Evaluate a run's backbone on labelled data against the baselines; writes the report."""
+    """Evaluate a run's backbone on labelled data against the baselines; writes the report.
+
+    Text runs go to selfsup.text.evaluate (fine-tuning, TF-IDF, perplexity, retrieval);
+    `text_options` passes its extra arguments (word2vec, retrieval).
+    """
     from selfsup.evaluate import (
         evaluate_backbone,
         extract_features,
@@ -125,6 +152,16 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     recipe = load_run(run_dir)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if is_text_spec(recipe.data):
+        from selfsup.text.evaluate import evaluate_text_run
+
+        return evaluate_text_run(
+            run_dir, data=data, protocols=protocols, fractions=fractions,
+            baselines=baselines, freeze_stages=freeze_stages, k=k, seed=seed, device=device,
+            command=command, progress=progress, **(text_options or {}),
+        )  # fmt: skip
+    protocols = protocols or ("knn", "linear")
     train = build_data(recipe, "train", spec=data)
     test = build_data(recipe, "test", spec=data)
     for split, dataset in (("train", train), ("test", test)):
@@ -133,7 +170,6 @@ def evaluate_run(
                 f"{data or recipe.data} ({split} split) has unlabeled images; evaluation needs "
                 "labels (for an image folder: one sub-folder per class)"
             )
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     backbone = run_backbone(run_dir).to(device)
     started = time.perf_counter()
     # Extracted once: the frozen protocols and the neighbour pictures both use them.
@@ -188,15 +224,20 @@ def _task_pictures(run_dir: Path, dataset) -> dict[str, torch.Tensor]:
 def embed_run(
     run_dir: str | Path, data: str, out: str | Path, *, split: str = "train", device: str = "auto"
 ) -> Path:
-    """Features of every image of `data` as a float32 .npy array (N, feature_dim)."""
+    """Features of every image (or text) of `data` as a float32 .npy array (N, feature_dim)."""
     import numpy as np
 
     from selfsup.evaluate import extract_features
 
     recipe = load_run(run_dir)
-    dataset = build_data(recipe, split, spec=data)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    features = extract_features(run_backbone(run_dir).to(device), dataset, device=device)
+    if is_text_spec(recipe.data):
+        from selfsup.text.evaluate import embed_texts
+
+        features = embed_texts(run_dir, data, split, device)
+    else:
+        dataset = build_data(recipe, split, spec=data)
+        features = extract_features(run_backbone(run_dir).to(device), dataset, device=device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")

@@ -1,4 +1,6 @@
-"""Image backbones: float (B, C, H, W) in [0, 1] -> pooled features (B, feature_dim).
+"""Backbones. Image ones: float (B, C, H, W) in [0, 1] -> pooled features (B, feature_dim);
+text ones (transformer, word_vectors): int64 tokens (B, T) -> states (B, T, dim), with
+`features(tokens)` -> (B, dim).
 
 Every backbone has `feature_dim`, a JSON-serialisable `config` such that
 `build_backbone(**config)` rebuilds the same architecture, and `stages()` (input to output,
@@ -14,7 +16,9 @@ from torch import nn
 from selfsup.backbones.export import load_backbone, save_backbone
 from selfsup.backbones.resnet import ResNet
 from selfsup.backbones.small_cnn import SmallCNN
+from selfsup.backbones.transformer import TextTransformer
 from selfsup.backbones.vit import ViT
+from selfsup.backbones.word_vectors import WordVectors
 from selfsup.errors import SelfSupError
 
 BACKBONES: dict[str, str] = {
@@ -22,6 +26,9 @@ BACKBONES: dict[str, str] = {
     "resnet18": "ResNet-18, 512-d features; CIFAR stem (3x3, no max-pool) for images <= 64 px",
     "resnet50": "ResNet-50 (bottleneck), 2048-d features; options: stem, width",
     "vit_tiny": "ViT-Tiny (192-d, 12 pre-norm blocks, 3 heads); options: patch_size, pool",
+    "transformer": "text Transformer, encoder or causal decoder (pre-norm, SDPA); options: "
+    "size (tiny, mini, small, base), dim, depth, heads, max_len",
+    "word_vectors": "word2vec input vectors; a text's feature is the mean of its tokens'",
 }
 
 _BUILDERS: dict[str, Any] = {
@@ -29,13 +36,22 @@ _BUILDERS: dict[str, Any] = {
     "resnet18": lambda **kw: ResNet("resnet18", **kw),
     "resnet50": lambda **kw: ResNet("resnet50", **kw),
     "vit_tiny": ViT,
+    "transformer": TextTransformer,
+    "word_vectors": WordVectors,
 }
 _OPTIONS: dict[str, list[str]] = {
     "small_cnn": ["width", "depth"],
     "resnet18": ["stem", "width"],
     "resnet50": ["stem", "width"],
     "vit_tiny": ["patch_size", "dim", "depth", "heads", "mlp_ratio", "pool"],
+    # vocab_size, causal, segments and langs come from the tokenizer and the task, not the user.
+    "transformer": [
+        *("size", "dim", "depth", "heads", "mlp_ratio", "max_len", "dropout"),
+        *("vocab_size", "causal", "segments", "langs"),
+    ],
+    "word_vectors": ["dim", "vocab_size"],
 }
+TEXT_BACKBONES = ("transformer", "word_vectors")
 
 
 def build_backbone(
@@ -53,4 +69,4 @@ def build_backbone(
     return _BUILDERS[name](in_channels=in_channels, image_size=image_size, **options)
 
 
-__all__ = ["BACKBONES", "build_backbone", "load_backbone", "save_backbone"]
+__all__ = ["BACKBONES", "TEXT_BACKBONES", "build_backbone", "load_backbone", "save_backbone"]

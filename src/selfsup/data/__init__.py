@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from selfsup.data.base import UNLABELED, ImageDataset, TensorImageDataset
+from selfsup.data.base import UNLABELED, BatchDataset, ImageDataset, TensorImageDataset
 from selfsup.data.download import download_dataset
 from selfsup.data.folder import FolderImageDataset
 from selfsup.data.grouped import GroupedImageDataset, load_grouped
@@ -14,6 +14,7 @@ from selfsup.data.spec import DATA_SPECS, load_images, parse_spec
 __all__ = [
     "DATA_SPECS",
     "UNLABELED",
+    "BatchDataset",
     "FolderImageDataset",
     "GroupedImageDataset",
     "ImageDataset",

@@ -97,3 +97,23 @@ class TensorImageDataset(ImageDataset):
         return TensorImageDataset(
             self.images[indices], self._labels[indices], self.classes, self.name
         )
+
+
+class BatchDataset(Dataset):
+    """A source whose `get_batch(indices)` returns the whole training batch as a dict of CPU
+    tensors (text: token ids, segments, pair labels). The engine moves it to the device and
+    hands it to the task as is; the task knows which keys its data provides.
+    """
+
+    name: str = "batches"
+    classes: list[str] | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

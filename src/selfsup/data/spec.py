@@ -37,7 +37,8 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
         hint = f" (for an image folder write folder:{spec})" if not sep else ""
         raise SelfSupError(
             f"unknown data spec '{spec}'{hint}; valid kinds: {', '.join(DATA_SPECS)} "
-            "(e.g. digits, mnist:./data/mnist, folder:./images)"
+            "(e.g. digits, mnist:./data/mnist, folder:./images); text: text:PATH, "
+            "tsv:PATH[,TEST], csv:PATH[,TEST], parallel:A,B"
         )
     if kind == "digits":
         if rest:

@@ -20,6 +20,8 @@ METHOD_NAMES = {
     ("random_init", "knn"): "random init kNN",
     ("random_init", "linear"): "random init linear probe",
     ("supervised", "train"): "supervised from scratch",
+    ("tfidf", "logreg"): "TF-IDF logistic regression",
+    ("word2vec", "logreg"): "averaged word2vec logistic regression",
 }
 
 

@@ -75,7 +75,32 @@ TASKS: dict[str, tuple[str, str]] = {
         "selfsup.tasks.vicreg:VICReg",
         "VICReg (Bardes et al. 2022): invariance, variance and covariance terms",
     ),
+    "mlm": (
+        "selfsup.tasks.mlm:MaskedLM",
+        "BERT (Devlin et al. 2019), text: predict 15% masked tokens (80/10/10), dynamic masks",
+    ),
+    "nsp": (
+        "selfsup.tasks.nsp:NextSentence",
+        "BERT, text: is sentence B the true next sentence of A? ([CLS] A [SEP] B [SEP])",
+    ),
+    "mlm+nsp": (
+        "selfsup.tasks.nsp:MaskedLMNextSentence",
+        "BERT's full objective, text: masked LM + next sentence prediction, losses summed",
+    ),
+    "clm": (
+        "selfsup.tasks.clm:CausalLM",
+        "GPT (Radford et al. 2018), text: next-token prediction under a causal mask",
+    ),
+    "tlm": (
+        "selfsup.tasks.tlm:TranslationLM",
+        "XLM (Lample & Conneau 2019), parallel text: masked LM over a sentence + translation",
+    ),
+    "word2vec": (
+        "selfsup.tasks.word2vec:SkipGram",
+        "word2vec (Mikolov et al. 2013), text: skip-gram with negative sampling",
+    ),
 }
+TEXT_TASKS = ("mlm", "nsp", "mlm+nsp", "clm", "tlm", "word2vec")
 
 
 def task_class(name: str) -> type:

@@ -1,0 +1,203 @@
+"""From a recipe to the text pieces of a run: tokenizer, dataset, backbone and task.
+
+A text recipe is an ordinary recipe whose `data` is a text spec (text:, tsv:, csv:,
+parallel:) and whose `text` mapping holds the tokenizer and packing options (TEXT_OPTIONS).
+The engine and the CLI then treat the run like any other.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup.errors import SelfSupError
+from selfsup.text.corpus import (
+    TextSpec,
+    iter_table,
+    language_of,
+    parse_text_spec,
+    plain_documents,
+    read_parallel,
+    read_table,
+)
+from selfsup.text.data import LabeledText, PackedText, ParallelText, SentencePairs
+from selfsup.text.tokenizer import TextTokenizer, load_tokenizer, train_tokenizer
+
+TEXT_OPTIONS: dict[str, Any] = {
+    "tokenizer": None,  # wordpiece for encoders, bpe (byte-level) for the causal decoder
+    "vocab_size": 8000,
+    "seq_len": 128,  # packed block length (mlm, clm, word2vec) or longest pair (nsp, tlm)
+    "lowercase": None,  # default: True for wordpiece, False for bpe
+    "text_column": None,  # tsv/csv: default the first of sentence, text, review, content
+    "label_column": None,  # tsv/csv: default the first of label, labels, class, target
+    "limit": None,  # read at most this many documents / rows / pairs (quick runs, tests)
+}
+
+
+def text_options(recipe) -> dict[str, Any]:
+    unknown = sorted(set(recipe.text) - set(TEXT_OPTIONS))
+    if unknown:
+        raise SelfSupError(
+            f"unknown text option(s) {', '.join(unknown)}; valid: {', '.join(TEXT_OPTIONS)}"
+        )
+    return {**TEXT_OPTIONS, **recipe.text}
+
+
+def documents(spec: TextSpec, split: str, opts: dict[str, Any]) -> Iterator[list[str]]:
+    """Documents (lists of sentences) of a text or table spec; a table row is a document."""
+    if spec.kind == "text":
+        docs = plain_documents(spec.paths[0], split)
+    elif spec.kind in ("tsv", "csv"):
+        rows = iter_table(
+            _table_path(spec, split), "\t" if spec.kind == "tsv" else ",", opts["text_column"]
+        )
+        docs = ([text] for text, _ in rows if text)
+    else:
+        raise SelfSupError("parallel:A,B data is read as sentence pairs; use it with task tlm")
+    return islice(docs, opts["limit"])
+
+
+def _table_path(spec: TextSpec, split: str) -> Path:
+    if split == "train":
+        return spec.paths[0]
+    if len(spec.paths) < 2:
+        raise SelfSupError(
+            f"{spec.kind}:{spec.paths[0]} has no held-out file; write {spec.kind}:TRAIN,TEST"
+        )
+    return spec.paths[1]
+
+
+def parallel_pairs(spec: TextSpec, opts: dict[str, Any]) -> tuple[list[str], list[str]]:
+    left, right = read_parallel(*spec.paths)
+    limit = opts["limit"] or len(left)
+    return left[:limit], right[:limit]
+
+
+def fit_tokenizer(recipe, causal: bool) -> TextTokenizer:
+    """Train the recipe's tokenizer on its training split (streamed)."""
+    opts, spec = text_options(recipe), parse_text_spec(recipe.data)
+    kind = opts["tokenizer"] or ("bpe" if causal else "wordpiece")
+    langs: list[str] = []
+    if spec.kind == "parallel":
+        left, right = parallel_pairs(spec, opts)
+        langs = [language_of(p) for p in spec.paths]
+        if langs[0] == langs[1]:
+            raise SelfSupError(f"parallel files {spec.paths} are both language {langs[0]!r}")
+        texts: Any = iter(left + right)
+    else:
+        texts = (s for doc in documents(spec, "train", opts) for s in doc)
+    return train_tokenizer(texts, kind, opts["vocab_size"], langs, opts["lowercase"])
+
+
+def build_text_dataset(recipe, tokenizer: TextTokenizer, task_cls: type, split: str = "train"):
+    """The dataset in the shape the task reads (its `data_format`)."""
+    opts, spec = text_options(recipe), parse_text_spec(recipe.data)
+    fmt, seq_len = getattr(task_cls, "data_format", "packed"), int(opts["seq_len"])
+    if fmt == "parallel":
+        if spec.kind != "parallel":
+            raise SelfSupError(f"task {recipe.task} needs parallel:A,B data, got {recipe.data}")
+        left, right = parallel_pairs(spec, opts)
+        langs = (language_of(spec.paths[0]), language_of(spec.paths[1]))
+        return ParallelText.build(left, right, tokenizer, langs, seq_len)
+    if fmt == "pairs":
+        return SentencePairs.build(documents(spec, split, opts), tokenizer, seq_len)
+    cls_token = getattr(task_cls, "cls_token", not getattr(task_cls, "causal", False))
+    return PackedText.build(documents(spec, split, opts), tokenizer, seq_len, cls_token)
+
+
+def labeled_text(
+    spec: str,
+    split: str,
+    tokenizer: TextTokenizer,
+    opts: dict[str, Any],
+    encoder: bool,
+    max_len: int,
+    classes: list[str] | None = None,
+) -> LabeledText:
+    """Labelled texts of a tsv/csv spec's split for downstream classification."""
+    parsed = parse_text_spec(spec)
+    if parsed.kind not in ("tsv", "csv"):
+        raise SelfSupError(f"labelled text must be tsv:TRAIN,TEST or csv:TRAIN,TEST, got {spec}")
+    path = _table_path(parsed, split)
+    texts, labels = read_table(
+        path, "\t" if parsed.kind == "tsv" else ",", opts["text_column"], opts["label_column"]
+    )
+    if labels is None:
+        raise SelfSupError(f"{path} has no label column; set text.label_column or add one")
+    return LabeledText.build(texts, labels, tokenizer, max_len, encoder, classes)
+
+
+def build_text_backbone(recipe, tokenizer: TextTokenizer, task_cls: type):
+    from selfsup.backbones import TEXT_BACKBONES, build_backbone
+
+    name = recipe.backbone
+    if name not in TEXT_BACKBONES:
+        raise SelfSupError(
+            f"text tasks need a text backbone ({', '.join(TEXT_BACKBONES)}), got {name}"
+        )
+    options = dict(recipe.backbone_options)
+    if name == "transformer":
+        seq_len = int(text_options(recipe)["seq_len"])
+        fmt = getattr(task_cls, "data_format", "packed")
+        options.setdefault("max_len", max(seq_len, 128) if fmt != "parallel" else seq_len)
+        options["causal"] = bool(getattr(task_cls, "causal", False))
+        options["segments"] = int(getattr(task_cls, "segments", 0))
+        options["langs"] = len(tokenizer.langs)
+    options["vocab_size"] = tokenizer.vocab_size
+    return build_backbone(name, **options)
+
+
+def build_text_task(recipe, tokenizer: TextTokenizer, dataset=None):
+    """Backbone + task of a text recipe, freshly initialised. word2vec's noise distribution
+    comes from the dataset's token counts (a reloaded run gets them from its checkpoint)."""
+    from selfsup.tasks import TEXT_TASKS, task_class
+
+    if recipe.task not in TEXT_TASKS:
+        raise SelfSupError(
+            f"task {recipe.task} is for images; text data takes: {', '.join(TEXT_TASKS)}"
+        )
+    cls = task_class(recipe.task)
+    options = dict(recipe.task_options)
+    if "token_counts" in inspect.signature(cls).parameters and isinstance(dataset, PackedText):
+        options["token_counts"] = torch.bincount(
+            dataset.blocks.flatten().long(), minlength=tokenizer.vocab_size
+        )
+    backbone = build_text_backbone(recipe, tokenizer, cls)
+    try:
+        return cls(backbone, tokenizer, **options)
+    except TypeError as error:
+        valid = [p for p in inspect.signature(cls).parameters if p not in ("backbone", "tokenizer")]
+        raise SelfSupError(
+            f"task {recipe.task}: bad option(s) {recipe.task_options}; valid: {', '.join(valid)}"
+        ) from error
+
+
+def prepare_text(recipe, run_dir: Path | None) -> tuple[TextTokenizer, Any]:
+    """Tokenizer (reloaded from run_dir when resuming, else trained) and training dataset."""
+    from selfsup.tasks import task_class
+
+    cls = task_class(recipe.task)
+    if recipe.backbone == "small_cnn":  # the image default: the text backbone the task needs
+        recipe.backbone = "word_vectors" if recipe.task == "word2vec" else "transformer"
+    if run_dir is not None:
+        tokenizer = load_tokenizer(run_dir)
+    else:
+        tokenizer = fit_tokenizer(recipe, bool(getattr(cls, "causal", False)))
+    return tokenizer, build_text_dataset(recipe, tokenizer, cls)
+
+
+def trained_text_task(run_dir: str | Path):
+    """(task with the last checkpoint's weights in eval mode, tokenizer) of a text run."""
+    from selfsup.engine import CHECKPOINT, load_checkpoint
+    from selfsup.recipe import load_run
+
+    run_dir = Path(run_dir)
+    recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
+    task = build_text_task(recipe, tokenizer)
+    task.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["task"])
+    return task.eval(), tokenizer

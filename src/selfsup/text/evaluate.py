@@ -1,0 +1,328 @@
+"""`selfsup evaluate RUN` for text runs: few-label classification against baselines,
+held-out perplexity (mlm, mlm+nsp, clm) and cross-lingual retrieval (tlm).
+
+Classification rows use the image evaluation's format (method, protocol, fraction, n_labels,
+accuracy), so the same table, plot and report code renders them:
+  ssl finetune / linear / knn    the run's backbone (linear head; frozen for linear/knn)
+  tfidf logreg    ("raw")        TF-IDF of words and bigrams + logistic regression
+  supervised train ("supervised") the same architecture from random init, same budget
+  random_init linear ("random_init") frozen random features + logistic regression
+  word2vec logreg  (--word2vec RUN) averaged vectors of a word2vec run + logistic regression
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.errors import SelfSupError
+from selfsup.evaluate.labels import stratified_subset
+from selfsup.recipe import load_run
+from selfsup.text.build import documents, labeled_text, text_options
+from selfsup.text.corpus import language_of, parse_text_spec, read_parallel
+from selfsup.text.data import LabeledText, PackedText, pad
+from selfsup.text.finetune import (
+    budget_steps,
+    finetune_text,
+    logistic_regression_accuracy,
+    text_features,
+    tfidf_accuracy,
+)
+from selfsup.text.masking import IGNORE, mask_tokens
+from selfsup.text.tokenizer import load_tokenizer
+
+MASKED_TASKS = ("mlm", "mlm+nsp", "tlm")
+# Fine-tuning budget, shared by the pretrained model and the from-scratch baseline; only the
+# peak learning rate differs (randomly initialised Transformers want a larger one).
+FINETUNE = {"batch_size": 32, "lr": 1e-4, "scratch_lr": 5e-4, "epochs": 10, "max_steps": 3000}
+
+
+def evaluate_text_run(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    protocols: tuple[str, ...] | None = None,
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0),
+    baselines: tuple[str, ...] = ("raw", "supervised"),
+    freeze_stages: int = 0,
+    word2vec: str | Path | None = None,
+    retrieval: str | None = None,
+    k: int = 20,
+    seed: int = 0,
+    device: str = "cpu",
+    command: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a text run; writes metrics.json and report.md into it and returns the results.
+
+    `data` is labelled tsv/csv `TRAIN,TEST` (default: the recipe's evaluate.data, else its own
+    data when that has labels). Fine-tuning options come from the recipe's `evaluate` mapping
+    (batch_size, lr, epochs, max_steps; FINETUNE gives the defaults).
+    """
+    from selfsup.runs import run_backbone
+    from selfsup.text.build import trained_text_task
+
+    run_dir = Path(run_dir)
+    recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
+    backbone = run_backbone(run_dir)
+    started = time.perf_counter()
+    results: dict = {
+        "run": {"task": recipe.task, "backbone": recipe.backbone, "data": recipe.data},
+        "seed": seed,
+    }
+    log = print if progress else (lambda *_: None)
+    data = data or recipe.evaluate.get("data") or _labelled_default(recipe)
+    if data:
+        results.update(
+            classification(
+                backbone,
+                tokenizer,
+                recipe,
+                data,
+                protocols=protocols,
+                fractions=fractions,
+                baselines=baselines,
+                freeze_stages=freeze_stages,
+                word2vec=word2vec,
+                k=k,
+                seed=seed,
+                device=device,
+                log=log,
+            )  # fmt: skip
+        )
+        results["run"]["eval_data"] = data
+    if recipe.task in (*MASKED_TASKS, "clm") and parse_text_spec(recipe.data).kind != "parallel":
+        task, _ = trained_text_task(run_dir)
+        results["perplexity"] = heldout_perplexity(task, tokenizer, recipe, device)
+        log(f"held-out perplexity: {results['perplexity']['perplexity']:.2f}")
+    retrieval = retrieval or recipe.evaluate.get("retrieval")
+    if retrieval:
+        results["retrieval"] = retrieval_accuracy(backbone, tokenizer, retrieval, device)
+        log(f"retrieval: {results['retrieval']}")
+    if not (data or retrieval or "perplexity" in results):
+        raise SelfSupError(
+            f"nothing to evaluate for {run_dir}: pass --data tsv:TRAIN,TEST with labels "
+            "(or set evaluate.data / evaluate.retrieval in the recipe)"
+        )
+    results["seconds"] = time.perf_counter() - started
+    _write(run_dir, recipe, results, command)
+    return results
+
+
+def _labelled_default(recipe) -> str | None:
+    spec = parse_text_spec(recipe.data)
+    return recipe.data if spec.kind in ("tsv", "csv") and len(spec.paths) == 2 else None
+
+
+def classification(
+    backbone, tokenizer, recipe, data: str, *, protocols, fractions, baselines,
+    freeze_stages: int, word2vec, k: int, seed: int, device: str, log,
+) -> dict:  # fmt: skip
+    """Accuracy rows at each label fraction for the backbone and the baselines."""
+    from selfsup.evaluate.baselines import random_init_backbone
+    from selfsup.evaluate.knn import knn_accuracy
+
+    opts = text_options(recipe)
+    encoder = not getattr(backbone, "causal", False)
+    max_len = getattr(backbone, "max_len", 512)
+    train = labeled_text(data, "train", tokenizer, opts, encoder, max_len)
+    test = labeled_text(data, "test", tokenizer, opts, encoder, max_len, train.classes)
+    if protocols is None:
+        frozen_only = recipe.backbone == "word_vectors"
+        protocols = ("linear",) if frozen_only else ("finetune", "linear")
+    ft = {**FINETUNE, **{key: recipe.evaluate[key] for key in FINETUNE if key in recipe.evaluate}}
+    num_classes = len(train.classes)
+    features = {}
+    if {"linear", "knn"} & set(protocols):
+        features["ssl"] = (
+            text_features(backbone, train, device),
+            text_features(backbone, test, device),
+        )
+    if "random_init" in baselines:
+        fresh = random_init_backbone(backbone, seed)
+        features["random_init"] = (
+            text_features(fresh, train, device),
+            text_features(fresh, test, device),
+        )
+    if word2vec:
+        features["word2vec"] = _word2vec_features(word2vec, train.raw, test.raw, device)
+    rows = []
+
+    def record(method: str, protocol: str, f: float, n: int, fn, *args, **kwargs) -> None:
+        start = time.perf_counter()
+        accuracy = float(fn(*args, **kwargs))
+        row = {"method": method, "protocol": protocol, "fraction": f, "n_labels": n,
+               "accuracy": accuracy, "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+        rows.append(row)
+        log(f"{method:<12} {protocol:<9} {100 * f:g}% labels ({n}): {accuracy:.3f}")
+
+    for f in fractions:
+        idx = stratified_subset(train.labels, f, seed)
+        n, labelled = len(idx), train.subset(idx)
+        y = train.labels[idx]
+        for method, (train_x, test_x) in features.items():
+            protocol = "logreg" if method == "word2vec" else "linear"
+            if method != "ssl" or "linear" in protocols:
+                record(method, protocol, f, n, logistic_regression_accuracy,
+                       train_x[idx], y, test_x, test.labels)  # fmt: skip
+            if method == "ssl" and "knn" in protocols:
+                record(method, "knn", f, n, knn_accuracy, train_x[idx], y, test_x, test.labels,
+                       k=k, num_classes=num_classes)  # fmt: skip
+        steps = budget_steps(n, ft["batch_size"], ft["epochs"], ft["max_steps"])
+        budget = {"steps": steps, "batch_size": ft["batch_size"], "lr": ft["lr"], "seed": seed,
+                  "device": device}  # fmt: skip
+        if "finetune" in protocols:
+            record("ssl", "finetune", f, n, finetune_text, backbone, labelled, test,
+                   freeze_stages=freeze_stages, **budget)  # fmt: skip
+        if "raw" in baselines:
+            record("tfidf", "logreg", f, n, tfidf_accuracy, labelled, test)
+        if "supervised" in baselines:
+            fresh = random_init_backbone(backbone, seed)
+            scratch = {**budget, "lr": ft["scratch_lr"]}
+            record("supervised", "train", f, n, finetune_text, fresh, labelled, test, **scratch)
+    return {
+        "fractions": list(fractions),
+        "rows": rows,
+        "train_size": len(train),
+        "test_size": len(test),
+        "feature_dim": backbone.feature_dim,
+        "num_classes": num_classes,
+        "finetune": ft,
+    }
+
+
+def _word2vec_features(run_dir, train_texts: list[str], test_texts: list[str], device: str):
+    """Averaged word vectors of another run (with that run's own tokenizer)."""
+    from selfsup.runs import run_backbone
+
+    tokenizer, vectors = load_tokenizer(run_dir), run_backbone(run_dir)
+    if not hasattr(vectors, "vectors"):
+        raise SelfSupError(f"--word2vec {run_dir} is not a word2vec run")
+    out = []
+    for texts in (train_texts, test_texts):
+        data = LabeledText.build(texts, None, tokenizer, 512, encoder=False)
+        out.append(text_features(vectors, data, device))
+    return tuple(out)
+
+
+@torch.no_grad()
+def heldout_perplexity(task, tokenizer, recipe, device: str = "cpu", max_blocks: int = 512) -> dict:
+    """exp(mean cross-entropy) on the held-out split: of every next token for a decoder; of
+    BERT-masked tokens (15%, 80/10/10, fixed seed) for an encoder ("masked-LM perplexity")."""
+    opts, spec = text_options(recipe), parse_text_spec(recipe.data)
+    causal = bool(getattr(task.backbone, "causal", False))
+    blocks = PackedText.build(
+        documents(spec, "test", opts), tokenizer, int(opts["seq_len"]), cls_token=not causal
+    ).blocks[:max_blocks]
+    task = task.to(device).eval()
+    total, count = 0.0, 0
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(0)  # the same masks every evaluation
+    for batch in blocks.long().split(64):
+        batch = batch.to(device)
+        if causal:
+            logits = task.logits(batch[:, :-1])
+            targets = batch[:, 1:]
+        else:
+            inputs, targets = mask_tokens(
+                batch, tokenizer.mask_id, tokenizer.vocab_size, tokenizer.special_ids
+            )
+            head = getattr(task, "mlm_head", None) or task.head
+            logits = head(task.backbone(inputs))
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
+                               reduction="sum")  # fmt: skip
+        total += float(loss)
+        count += int((targets != IGNORE).sum())
+    torch.set_rng_state(generator_state)
+    return {
+        "perplexity": math.exp(total / max(count, 1)),
+        "kind": "next-token" if causal else "masked-token",
+        "tokens": count,
+        "tokenizer": f"{tokenizer.kind} ({tokenizer.vocab_size} tokens)",
+    }
+
+
+@torch.no_grad()
+def sentence_embeddings(
+    backbone, tokenizer, texts: list[str], lang: str | None, device: str = "cpu"
+) -> torch.Tensor:
+    """L2-normalised mean of the final hidden states over each sentence's real tokens, with the
+    sentence's language embedding (XLM's sentence representation for retrieval)."""
+    data = LabeledText.build(texts, None, tokenizer, backbone.max_len, encoder=True)
+    lang_id = tokenizer.langs.index(lang) if lang in tokenizer.langs else 0
+    backbone = backbone.to(device).eval()
+    out = []
+    for idx in torch.arange(len(data)).split(256):
+        tokens = pad([data.texts[i] for i in idx.tolist()]).to(device)
+        langs = torch.full_like(tokens, lang_id)
+        hidden = backbone(tokens, langs=langs)
+        keep = (tokens != 0).unsqueeze(-1).float()
+        out.append(F.normalize((hidden * keep).sum(1) / keep.sum(1), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def retrieval_accuracy(backbone, tokenizer, spec: str, device: str = "cpu") -> dict:
+    """Cross-lingual sentence retrieval on parallel:A,B: for each sentence, is its nearest
+    neighbour (cosine) among the other language's sentences its translation? Both directions."""
+    parsed = parse_text_spec(spec)
+    if parsed.kind != "parallel":
+        raise SelfSupError(f"retrieval needs parallel:A,B data, got {spec}")
+    left, right = read_parallel(*parsed.paths)
+    a_lang, b_lang = (language_of(p) for p in parsed.paths)
+    a = sentence_embeddings(backbone, tokenizer, left, a_lang, device)
+    b = sentence_embeddings(backbone, tokenizer, right, b_lang, device)
+    sim = a @ b.T
+    target = torch.arange(len(left))
+    a_to_b = float((sim.argmax(1) == target).float().mean())
+    b_to_a = float((sim.argmax(0) == target).float().mean())
+    return {
+        f"{a_lang}->{b_lang}": a_to_b,
+        f"{b_lang}->{a_lang}": b_to_a,
+        "mean": (a_to_b + b_to_a) / 2,
+        "sentences": len(left),
+    }
+
+
+def embed_texts(run_dir: str | Path, spec: str, split: str = "train", device: str = "cpu"):
+    """`selfsup embed` for text runs: features of every text of a split of a tsv/csv/text
+    spec, in order (plain text: one row per non-empty line of the split's documents)."""
+    from selfsup.runs import run_backbone
+
+    recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
+    backbone = run_backbone(run_dir)
+    parsed, opts = parse_text_spec(spec), text_options(recipe)
+    if parsed.kind == "parallel":
+        raise SelfSupError("embed takes text:PATH, tsv:PATH or csv:PATH, not parallel data")
+    texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
+    encoder = not getattr(backbone, "causal", False)
+    data = LabeledText.build(texts, None, tokenizer, getattr(backbone, "max_len", 512), encoder)
+    return text_features(backbone, data, device)
+
+
+def _write(run_dir: Path, recipe, results: dict, command: str | None) -> None:
+    from selfsup.evaluate.report import atomic_write, write_report
+
+    report = write_report(
+        run_dir,
+        results,
+        title=f"{recipe.task} on {recipe.data}",
+        metrics_path=run_dir / "metrics.jsonl",
+        command=command,
+    )
+    extra = []
+    if "perplexity" in results:
+        p = results["perplexity"]
+        extra += ["## Held-out perplexity", "",
+                  f"{p['perplexity']:.2f} ({p['kind']}, {p['tokens']} tokens, "
+                  f"tokenizer {p['tokenizer']})", ""]  # fmt: skip
+    if "retrieval" in results:
+        r = results["retrieval"]
+        pairs = ", ".join(f"{key} {value:.3f}" for key, value in r.items() if "->" in key)
+        extra += ["## Cross-lingual retrieval", "",
+                  f"Top-1 accuracy over {r['sentences']} sentences: {pairs}", ""]  # fmt: skip
+    if extra:
+        atomic_write(report, report.read_text() + "\n" + "\n".join(extra))

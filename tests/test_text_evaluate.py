@@ -1,0 +1,131 @@
+"""Text downstream: few-label fine-tuning vs baselines, perplexity, retrieval, CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from itertools import islice
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.recipe import Recipe
+from selfsup.runs import evaluate_run, pretrain_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def sst2_slice(shared_data, tmp_path_factory):
+    """The first 600 SST-2 train rows and 200 dev rows (real data, small)."""
+    folder = tmp_path_factory.mktemp("sst2")
+    for name, rows in (("train.tsv", 600), ("dev.tsv", 200)):
+        lines = (shared_data / "sst2" / name).read_text().splitlines()[: rows + 1]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return f"tsv:{folder}/train.tsv,{folder}/dev.tsv"
+
+
+def _run(task: str, data: str, out, **evaluate):
+    recipe = Recipe.from_dict(
+        {
+            "task": task,
+            "data": data,
+            "backbone_options": {} if task == "word2vec" else {"size": "tiny", "max_len": 64},
+            "text": {"vocab_size": 500, "seq_len": 32},
+            "train": {"steps": 6, "batch_size": 16, "lr": 3e-3, "log_every": 3},
+            "evaluate": {"max_steps": 8, "epochs": 1, **evaluate},
+        }
+    )
+    pretrain_run(recipe, out, progress=False)
+    return out
+
+
+def test_sst2_few_label_protocol_with_all_baselines(sst2_slice, tmp_path):
+    w2v = _run("word2vec", sst2_slice, tmp_path / "w2v")
+    run = _run("mlm", sst2_slice, tmp_path / "mlm")
+    results = evaluate_run(
+        run,
+        fractions=(0.1, 1.0),
+        baselines=("raw", "supervised", "random_init"),
+        progress=False,
+        text_options={"word2vec": str(w2v)},
+    )
+    methods = {(r["method"], r["protocol"]) for r in results["rows"]}
+    assert methods == {
+        ("ssl", "finetune"),
+        ("ssl", "linear"),
+        ("tfidf", "logreg"),
+        ("supervised", "train"),
+        ("random_init", "linear"),
+        ("word2vec", "logreg"),
+    }
+    assert {r["n_labels"] for r in results["rows"]} == {61, 600}  # stratified per class, rounded
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in results["rows"])
+    tfidf = [r["accuracy"] for r in results["rows"] if r["method"] == "tfidf"]
+    assert tfidf[-1] > 0.55  # bag of words on 600 real reviews is clearly above chance
+    assert results["perplexity"]["kind"] == "masked-token"
+    assert 1 < results["perplexity"]["perplexity"] < 500
+    report = (run / "report.md").read_text()
+    assert "TF-IDF logistic regression" in report and "Held-out perplexity" in report
+    assert json.loads((run / "metrics.json").read_text())["rows"]
+    assert main(["embed", str(run), "--data", sst2_slice, "--split", "test",
+                 "--out", str(tmp_path / "e.npy")]) == 0  # fmt: skip
+    import numpy as np
+
+    assert np.load(tmp_path / "e.npy").shape == (200, 128)
+    # The word2vec run evaluates its own averaged vectors with logistic regression.
+    own = evaluate_run(w2v, fractions=(1.0,), baselines=(), progress=False)
+    assert [(r["method"], r["protocol"]) for r in own["rows"]] == [("ssl", "linear")]
+
+
+def test_frozen_lower_layers_are_not_trained(sst2_slice, tmp_path):
+    from selfsup.runs import run_backbone
+    from selfsup.text.build import labeled_text, text_options
+    from selfsup.text.finetune import finetune_text
+    from selfsup.text.tokenizer import load_tokenizer
+
+    run = _run("clm", sst2_slice, tmp_path / "clm")
+    backbone, tokenizer = run_backbone(run), load_tokenizer(run)
+    opts = text_options(Recipe.from_dict({"text": {}}))
+    train = labeled_text(sst2_slice, "train", tokenizer, opts, encoder=False, max_len=64)
+    test = labeled_text(sst2_slice, "test", tokenizer, opts, encoder=False, max_len=64)
+    assert (train.get_batch(torch.arange(4))["tokens"][:, 0] != tokenizer.cls_id).all()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    accuracy = finetune_text(backbone, train, test, steps=5, freeze_stages=2)
+    assert 0.0 <= accuracy <= 1.0
+    # The caller's backbone is untouched (fine-tuning trains a copy).
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+
+
+def test_tlm_retrieval_and_cli(shared_data, tmp_path, capsys):
+    d = shared_data / "multi30k"
+    test_en, test_de = tmp_path / "t.en.gz", tmp_path / "t.de.gz"
+    for src, dst in (
+        (d / "test_2016_flickr.en.gz", test_en),
+        (d / "test_2016_flickr.de.gz", test_de),
+    ):
+        with gzip.open(src, "rt") as f_in, gzip.open(dst, "wt") as f_out:
+            f_out.writelines(islice(f_in, 100))
+    run = tmp_path / "tlm"
+    code = main(
+        [
+            "pretrain", "--task", "tlm", "--data", f"parallel:{d}/val.en.gz,{d}/val.de.gz",
+            "--set", "backbone_options={size: tiny}",
+            "--set", "text={vocab_size: 500, seq_len: 64}",
+            "--steps", "4", "--batch-size", "16", "--out", str(run), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    code = main(["evaluate", str(run), "--retrieval", f"parallel:{test_en},{test_de}",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    retrieval = json.loads((run / "metrics.json").read_text())["retrieval"]
+    assert retrieval["sentences"] == 100 and 0.0 <= retrieval["en->de"] <= 1.0
+    assert set(retrieval) == {"en->de", "de->en", "mean", "sentences"}
+    capsys.readouterr()
+    assert main(["tasks"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("mlm ", "nsp ", "mlm+nsp", "clm ", "tlm ", "word2vec"))
+    assert main(["generate", str(run)]) == 2  # a tlm run cannot generate: one-line error
+    assert "needs a clm run" in capsys.readouterr().err
