@@ -75,6 +75,18 @@ TASKS: dict[str, tuple[str, str]] = {
         "selfsup.tasks.vicreg:VICReg",
         "VICReg (Bardes et al. 2022): invariance, variance and covariance terms",
     ),
+    "frame_order": (
+        "selfsup.tasks.frame_order:FrameOrder",
+        "Shuffle and Learn (Misra et al. 2016): is a tuple of 3 frames in temporal order (video)",
+    ),
+    "odd_one_out": (
+        "selfsup.tasks.odd_one_out:OddOneOut",
+        "O3N (Fernando et al. 2017): which of several subsequences is shuffled (video)",
+    ),
+    "future_frame": (
+        "selfsup.tasks.future_frame:FutureFrame",
+        "Future frame prediction (Srivastava et al. 2015): GRU + decoder, L1/L2 (video)",
+    ),
 }
 
 

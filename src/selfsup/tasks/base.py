@@ -27,6 +27,8 @@ class Task(nn.Module):
     """
 
     name: ClassVar[str] = "task"
+    # Video tasks train on batch["clips"]; their show() gets clips (N, T, C, H, W) too.
+    takes_clips: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
