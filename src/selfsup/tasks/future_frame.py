@@ -33,8 +33,9 @@ def split_past_future(
 
 
 class FrameDecoder(nn.Module):
-    """A feature vector -> a (C, size, size) frame: linear to size/8 x size/8, then 3 x
-    (upsample 2x, conv3x3, BN, ReLU) and a sigmoid output conv."""
+    """A feature vector -> a (C, size, size) frame: linear to width x size/8 x size/8, then 3 x
+    (upsample 2x, conv3x3, BN, ReLU) halving the channels each time (the large maps are the
+    costly ones on a CPU), and a sigmoid output conv."""
 
     def __init__(self, in_dim: int, channels: int, size: int, width: int = 64) -> None:
         super().__init__()
@@ -48,10 +49,11 @@ class FrameDecoder(nn.Module):
         for _ in range(3):
             layers += [
                 nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(width, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
+                nn.Conv2d(width, width // 2, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width // 2),
                 nn.ReLU(inplace=True),
             ]
+            width //= 2
         self.body = nn.Sequential(*layers, nn.Conv2d(width, channels, 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
