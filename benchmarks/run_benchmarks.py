@@ -119,9 +119,10 @@ def render() -> str:
         dataset = data.split(":")[0]
         fractions = sorted({r["fraction"] for g in group for r in g["results"]["rows"]})
         header = " | ".join(f"{100 * f:g}% labels" for f in fractions)
+        out += [f"## {dataset}", ""]
+        if "metric" in group[0]["results"]:  # e.g. video: both digits of a clip right
+            out += [f"Accuracy here: {group[0]['results']['metric']}.", ""]
         out += [
-            f"## {dataset}",
-            "",
             f"| pretraining | protocol | {header} |",
             "|---|---|" + "---:|" * len(fractions),
         ]

@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="pretext task (see `selfsup tasks`)")
     p.add_argument(
         "--data",
-        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH",
+        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH, "
+        "moving-mnist:DIR, video:DIR",
     )
     p.add_argument("--backbone", help="small_cnn, resnet18, resnet50, vit_tiny")
     p.add_argument("--image-size", type=int, help="resize images to this square size")

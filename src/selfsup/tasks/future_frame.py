@@ -92,14 +92,15 @@ class FutureFrame(Task):
         """The next `future` frames (B, future, C, H, W) from the past frames (B, past, ...)."""
         features = encode_frames(self.encode, past_frames)
         outputs, state = self.rnn(features)
-        step = outputs[:, -1:]
-        predicted = []
-        for _ in range(self.future):
-            predicted.append(self.decoder(step[:, 0]))
+        hidden = [outputs[:, -1]]
+        no_input = features.new_zeros(features.shape[0], 1, features.shape[2])
+        for _ in range(self.future - 1):
             # Roll forward on the state alone (the paper's "unconditioned" future predictor):
             # no true frame enters after the past.
-            step, state = self.rnn(step.new_zeros(step.shape[0], 1, self.rnn.input_size), state)
-        return torch.stack(predicted, dim=1)
+            step, state = self.rnn(no_input, state)
+            hidden.append(step[:, 0])
+        frames = self.decoder(torch.stack(hidden, dim=1).flatten(0, 1))  # one decoder batch
+        return frames.view(past_frames.shape[0], self.future, *frames.shape[1:])
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
