@@ -133,10 +133,9 @@ def evaluate_run(
     if isinstance(train, VideoDataset):
         if "finetune" in protocols:
             raise SelfSupError("video evaluation runs knn and linear; drop finetune (--protocol)")
-        return _evaluate_video_run(
-            run_dir, recipe, train, test, data, protocols, fractions, baselines, k, seed,
-            device, command, progress,
-        )  # fmt: skip
+        options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
+        options.update(k=k, seed=seed, device=device, progress=progress)
+        return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:
             raise SelfSupError(
@@ -184,27 +183,14 @@ def evaluate_run(
     return results
 
 
-def _evaluate_video_run(
-    run_dir, recipe, train, test, data, protocols, fractions, baselines, k, seed, device,
-    command, progress,
-) -> dict:  # fmt: skip
+def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) -> dict:
     """Multi-label clip classification (selfsup.evaluate.video) and the report."""
     from selfsup.evaluate import write_report
     from selfsup.evaluate.video import evaluate_video_backbone
 
     started = time.perf_counter()
-    results = evaluate_video_backbone(
-        run_backbone(run_dir).to(device),
-        train,
-        test,
-        protocols=protocols,
-        fractions=fractions,
-        baselines=baselines,
-        k=k,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
+    backbone = run_backbone(run_dir).to(options["device"])
+    results = evaluate_video_backbone(backbone, train, test, **options)
     results["seconds"] = time.perf_counter() - started
     results["run"] = {
         "task": recipe.task,
