@@ -24,7 +24,6 @@ from selfsup.errors import SelfSupError
 
 DIGIT = 28
 DEFAULTS = {"clips": 2000, "frames": 20, "size": 64, "seed": 0, "digits": 2}
-TEST_CLIPS = 500
 SPEED = (2.0, 5.0)  # pixels per frame at 64 px, uniform in this range
 
 
@@ -86,15 +85,13 @@ def moving_mnist_clip(
 def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> VideoDataset:
     """`DIR[?clips=N&frames=T&size=S&seed=K&digits=D]` -> VideoDataset with multi-hot labels.
 
-    The test split has 500 clips (or `clips` / 4 when `clips` is given) from MNIST test digits.
+    The test split has a quarter as many clips (500 by default), from MNIST test digits.
     """
     directory, options = parse_options(text, DEFAULTS)
     mnist = load_idx_dataset(directory, split, "mnist")
     images = mnist.images[:, 0].numpy()
     labels = mnist.labels.numpy()
-    count = options["clips"]
-    if split == "test":
-        count = TEST_CLIPS if count == DEFAULTS["clips"] else max(1, count // 4)
+    count = options["clips"] if split == "train" else max(1, options["clips"] // 4)
     # Train and test draw from different seed streams as well as different digits.
     stream = options["seed"] * 2 + (split == "test")
     made = [
