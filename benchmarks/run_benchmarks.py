@@ -156,9 +156,10 @@ def render() -> str:
     for (dataset, size), group in by_data.items():
         fractions = sorted({r["fraction"] for g in group for r in g["results"]["rows"]})
         header = " | ".join(f"{100 * f:g}% labels" for f in fractions)
+        out += [f"## {dataset}" + (f", images resized to {size} px" if size else ""), ""]
+        if "metric" in group[0]["results"]:  # e.g. video: both digits of a clip right
+            out += [f"Accuracy here: {group[0]['results']['metric']}.", ""]
         out += [
-            f"## {dataset}" + (f", images resized to {size} px" if size else ""),
-            "",
             f"| pretraining | protocol | {header} |",
             "|---|---|" + "---:|" * len(fractions),
         ]

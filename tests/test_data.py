@@ -171,7 +171,9 @@ def test_bad_specs() -> None:
         load_images("mnist")
     with pytest.raises(SelfSupError, match="unknown split 'val'"):
         load_images("digits", "val")
-    assert set(DATA_SPECS) == {"digits", "mnist", "fashion-mnist", "cifar10", "folder", "grouped"}
+    assert set(DATA_SPECS) == {
+        "digits", "mnist", "fashion-mnist", "cifar10", "folder", "grouped", "moving-mnist", "video",
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------- IDX files and their failures

@@ -113,8 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="pretext task (see `selfsup tasks`)")
     p.add_argument(
         "--data",
-        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH; "
-        "text: text:PATH, tsv:PATH[,TEST], csv:PATH[,TEST], parallel:A,B",
+        help="digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, folder:DIR, grouped:PATH, "
+        "moving-mnist:DIR, video:DIR; text: text:PATH, tsv:PATH[,TEST], csv:PATH[,TEST], "
+        "parallel:A,B",
     )
     p.add_argument(
         "--backbone",

@@ -164,6 +164,15 @@ def evaluate_run(
     protocols = protocols or ("knn", "linear")
     train = build_data(recipe, "train", spec=data)
     test = build_data(recipe, "test", spec=data)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    from selfsup.data.video import VideoDataset
+
+    if isinstance(train, VideoDataset):
+        if "finetune" in protocols:
+            raise SelfSupError("video evaluation runs knn and linear; drop finetune (--protocol)")
+        options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
+        options.update(k=k, seed=seed, device=device, progress=progress)
+        return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:
             raise SelfSupError(
@@ -211,12 +220,44 @@ def evaluate_run(
     return results
 
 
+def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) -> dict:
+    """Multi-label clip classification (selfsup.evaluate.video) and the report."""
+    from selfsup.evaluate import write_report
+    from selfsup.evaluate.video import evaluate_video_backbone
+
+    started = time.perf_counter()
+    backbone = run_backbone(run_dir).to(options["device"])
+    results = evaluate_video_backbone(backbone, train, test, **options)
+    results["seconds"] = time.perf_counter() - started
+    results["run"] = {
+        "task": recipe.task,
+        "backbone": recipe.backbone,
+        "data": recipe.data,
+        "eval_data": data or recipe.data,
+    }
+    write_report(
+        run_dir,
+        results,
+        title=f"{recipe.task} on {recipe.data} (which digits does a clip show)",
+        metrics_path=run_dir / "metrics.jsonl",
+        pictures=_task_pictures(run_dir, test),
+        command=command,
+    )
+    return results
+
+
 def _task_pictures(run_dir: Path, dataset) -> dict[str, torch.Tensor]:
-    """What the task makes of a few real images (views, rotations, reconstructions...)."""
+    """What the task makes of a few real images (views, rotations, reconstructions...);
+    video tasks get the first clips instead."""
     if not (run_dir / CHECKPOINT).exists():
         return {}
     task = trained_task(run_dir, dataset.image_shape)
-    images = dataset.get_batch(torch.arange(min(8, len(dataset)))).float() / 255
+    if task.takes_clips:
+        if not hasattr(dataset, "clips"):
+            return {}
+        images = dataset.clips[:8].float() / 255
+    else:
+        images = dataset.get_batch(torch.arange(min(8, len(dataset)))).float() / 255
     torch.manual_seed(0)
     return task.show(images)
 

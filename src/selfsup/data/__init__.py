@@ -10,6 +10,7 @@ from selfsup.data.download import download_dataset
 from selfsup.data.folder import FolderImageDataset
 from selfsup.data.grouped import GroupedImageDataset, load_grouped
 from selfsup.data.spec import DATA_SPECS, load_images, parse_spec
+from selfsup.data.video import VideoDataset, sample_windows
 
 __all__ = [
     "DATA_SPECS",
@@ -19,8 +20,10 @@ __all__ = [
     "GroupedImageDataset",
     "ImageDataset",
     "TensorImageDataset",
+    "VideoDataset",
     "download_dataset",
     "load_grouped",
     "load_images",
     "parse_spec",
+    "sample_windows",
 ]

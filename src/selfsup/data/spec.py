@@ -24,6 +24,10 @@ DATA_SPECS: dict[str, str] = {
     "folder": "folder:DIR - image files: DIR/<class>/*, a flat DIR/*, or DIR/train + DIR/test",
     "grouped": "grouped:PATH - images in groups (MICLe): a CSV manifest path,group[,label] "
     "or DIR/<group>/* folders",
+    "moving-mnist": "moving-mnist:DIR - Moving MNIST clips generated from the MNIST IDX files "
+    "in DIR (options: DIR?clips=2000&frames=20&size=64&seed=0)",
+    "video": "video:DIR - clips: DIR/<clip>/* frame images or DIR/*.npy arrays "
+    "(options: DIR?length=16&stride=1)",
 }
 SPLITS = ("train", "test")
 DOWNLOADABLE = ("mnist", "fashion-mnist", "cifar10")
@@ -93,6 +97,13 @@ def load_images(
         return load_folder(directory, split, image_size)  # type: ignore[arg-type]
     if kind == "grouped":
         return load_grouped(directory, split, image_size)  # type: ignore[arg-type]
+    if kind in ("moving-mnist", "video"):
+        # Video loaders read their own "DIR?options" text and resize frame by frame.
+        from selfsup.data.moving_mnist import load_moving_mnist
+        from selfsup.data.video import load_video
+
+        loader = load_moving_mnist if kind == "moving-mnist" else load_video
+        return loader(spec.partition(":")[2].strip(), split, image_size)
 
     if directory is not None and download and not _files_present(kind, directory):
         download_dataset(kind, directory)

@@ -99,6 +99,18 @@ TASKS: dict[str, tuple[str, str]] = {
         "selfsup.tasks.word2vec:SkipGram",
         "word2vec (Mikolov et al. 2013), text: skip-gram with negative sampling",
     ),
+    "frame_order": (
+        "selfsup.tasks.frame_order:FrameOrder",
+        "Shuffle and Learn (Misra et al. 2016): is a tuple of 3 frames in temporal order (video)",
+    ),
+    "odd_one_out": (
+        "selfsup.tasks.odd_one_out:OddOneOut",
+        "O3N (Fernando et al. 2017): which of several subsequences is shuffled (video)",
+    ),
+    "future_frame": (
+        "selfsup.tasks.future_frame:FutureFrame",
+        "Future frame prediction (Srivastava et al. 2015): GRU + decoder, L1/L2 (video)",
+    ),
 }
 TEXT_TASKS = ("mlm", "nsp", "mlm+nsp", "clm", "tlm", "word2vec")
 

@@ -16,6 +16,8 @@ Batch = dict[str, torch.Tensor]
 
 Image tasks get "images" (float32 (B, C, H, W) in [0, 1]), "labels" (int64, -1 = none; pretext
 tasks must not use them) and "indices" (int64 position of each sample in the dataset).
+Datasets add their own extras: grouped data "partners" and "groups"; video data also "clips"
+(float (B, T, C, H, W), the clip each frame comes from), see selfsup.data.video.
 """
 
 
@@ -27,6 +29,8 @@ class Task(nn.Module):
     """
 
     name: ClassVar[str] = "task"
+    # Video tasks train on batch["clips"]; their show() gets clips (N, T, C, H, W) too.
+    takes_clips: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

@@ -1,0 +1,115 @@
+"""Moving MNIST, generated from the MNIST digits: Srivastava, Mansimov, Salakhutdinov,
+"Unsupervised Learning of Video Representations using LSTMs", ICML 2015.
+
+Each clip shows 2 MNIST digits (28x28) bouncing inside a 64x64 frame for 20 frames; where they
+overlap the brighter pixel wins. Clip i is a pure function of (seed, i): nothing is stored, and
+any clip can be regenerated alone. Train clips use MNIST train digits, test clips MNIST test
+digits. Unlike the original we always pick two *different* digit classes, so the downstream
+label "which digits does this clip show" is always a set of two (multi-hot over 10 classes).
+
+`moving-mnist:DIR` (DIR = the MNIST IDX folder) gives 2,000 train / 500 test clips; options
+`moving-mnist:DIR?clips=5000&frames=20&size=64&seed=0` change that.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from selfsup.data.idx import MNIST_CLASSES, load_idx_dataset
+from selfsup.data.video import VideoDataset, parse_options, resize_clips
+from selfsup.errors import SelfSupError
+
+DIGIT = 28
+DEFAULTS = {"clips": 2000, "frames": 20, "size": 64, "seed": 0, "digits": 2}
+SPEED = (2.0, 5.0)  # pixels per frame at 64 px, uniform in this range
+
+
+class MovingClip(NamedTuple):
+    frames: np.ndarray  # uint8 (T, size, size)
+    digits: np.ndarray  # MNIST labels of the digits shown (num_digits,)
+    positions: np.ndarray  # top-left corner (row, col) of each digit per frame (D, T, 2)
+
+
+def bounce_path(rng: np.random.Generator, frames: int, limit: int) -> np.ndarray:
+    """Integer top-left positions (frames, 2) of a digit moving in a straight line at constant
+    speed and reflecting off the walls, so it stays inside [0, limit] on both axes."""
+    position = rng.uniform(0, limit, size=2)
+    angle = rng.uniform(0, 2 * np.pi)
+    velocity = rng.uniform(*SPEED) * np.array([np.sin(angle), np.cos(angle)])
+    path = np.empty((frames, 2))
+    for t in range(frames):
+        path[t] = position
+        position = position + velocity
+        for axis in range(2):  # reflect; one bounce per step suffices as speed < limit
+            if position[axis] < 0:
+                position[axis], velocity[axis] = -position[axis], -velocity[axis]
+            elif position[axis] > limit:
+                position[axis] = 2 * limit - position[axis]
+                velocity[axis] = -velocity[axis]
+    return np.clip(np.rint(path), 0, limit).astype(np.int64)
+
+
+def moving_mnist_clip(
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    index: int,
+    *,
+    frames: int = 20,
+    size: int = 64,
+    num_digits: int = 2,
+) -> MovingClip:
+    """Clip `index` of the set with this `seed`, from MNIST `images` (M, 28, 28) and `labels`."""
+    if size < DIGIT:
+        raise SelfSupError(f"moving-mnist frames must be at least {DIGIT} px, got size={size}")
+    if not 1 <= num_digits <= 10:
+        raise SelfSupError(f"moving-mnist shows 1 to 10 different digits, got {num_digits}")
+    rng = np.random.default_rng([seed, index])
+    chosen: list[int] = []
+    while len(chosen) < num_digits:  # distinct classes: the label set has num_digits members
+        i = int(rng.integers(len(images)))
+        if all(labels[i] != labels[j] for j in chosen):
+            chosen.append(i)
+    canvas = np.zeros((frames, size, size), dtype=np.uint8)
+    paths = np.stack([bounce_path(rng, frames, size - DIGIT) for _ in chosen])
+    for digit, path in zip(chosen, paths, strict=True):
+        for t, (row, col) in enumerate(path):
+            window = canvas[t, row : row + DIGIT, col : col + DIGIT]
+            np.maximum(window, images[digit], out=window)
+    return MovingClip(canvas, labels[chosen].astype(np.int64), paths)
+
+
+def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> VideoDataset:
+    """`DIR[?clips=N&frames=T&size=S&seed=K&digits=D]` -> VideoDataset with multi-hot labels.
+
+    The test split has a quarter as many clips (500 by default), from MNIST test digits.
+    """
+    directory, options = parse_options(text, DEFAULTS)
+    mnist = load_idx_dataset(directory, split, "mnist")
+    images = mnist.images[:, 0].numpy()
+    labels = mnist.labels.numpy()
+    count = options["clips"] if split == "train" else max(1, options["clips"] // 4)
+    # Train and test draw from different seed streams as well as different digits.
+    stream = options["seed"] * 2 + (split == "test")
+    made = [
+        moving_mnist_clip(
+            images,
+            labels,
+            stream,
+            i,
+            frames=options["frames"],
+            size=options["size"],
+            num_digits=options["digits"],
+        )
+        for i in range(count)
+    ]
+    clips = torch.from_numpy(np.stack([m.frames for m in made]))[:, :, None]
+    multi_hot = torch.zeros(count, len(MNIST_CLASSES), dtype=torch.int64)
+    for i, m in enumerate(made):
+        multi_hot[i, torch.from_numpy(m.digits)] = 1
+    return VideoDataset(
+        resize_clips(clips, image_size), multi_hot, list(MNIST_CLASSES), name="moving-mnist"
+    )

@@ -1,0 +1,85 @@
+"""Shuffle and Learn: Unsupervised Learning using Temporal Order Verification.
+
+Misra, Zitnick, Hebert, ECCV 2016. https://arxiv.org/abs/1603.08561
+
+Free labels: from five frames a < b < c < d < e of a clip, taken where there is motion, the
+tuple (b, c, d) is in temporal order (positive) and (b, a, d) or (b, e, d), the middle frame
+replaced by one from outside the pair, is not (negative). The backbone embeds each frame, the
+three features are concatenated in tuple order and a small head says whether the order is
+right (binary cross-entropy); half of every batch is positive. Telling the two apart needs
+where things are and how they move, not just what the frame looks like on average.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.augment import light_augment
+from selfsup.data.video import gather_frames, sample_windows
+from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.clips import encode_frames, mlp, outline, require_clips, window_motion
+
+
+def order_tuples(clips: torch.Tensor, gap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One frame tuple per clip: (tuples (B, 3, C, H, W), labels (B,) 1.0 = in temporal order,
+    frame indices (B, 3)). Frames a..e lie `gap` apart in a window drawn in proportion to its
+    motion; exactly half the tuples (rounded up) are positives (b, c, d)."""
+    batch = clips.shape[0]
+    _, five = sample_windows(clips, 5, gap, weights=window_motion(clips, 4 * gap + 1))
+    positive = torch.zeros(batch, dtype=torch.bool, device=clips.device)
+    positive[torch.randperm(batch, device=clips.device)[: (batch + 1) // 2]] = True
+    before_or_after = torch.rand(batch, device=clips.device) < 0.5
+    outside = torch.where(before_or_after, five[:, 0], five[:, 4])
+    middle = torch.where(positive, five[:, 2], outside)
+    index = torch.stack([five[:, 1], middle, five[:, 3]], dim=1)
+    return gather_frames(clips, index), positive.float(), index
+
+
+class FrameOrder(Task):
+    name = "frame_order"
+    takes_clips = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_shape: tuple[int, int, int],
+        *,
+        gap: int = 3,
+        hidden_dim: int = 256,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        self.gap, self.augment = gap, augment
+        self.head = mlp(3 * backbone.feature_dim, hidden_dim, 1)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        tuples, labels, _ = order_tuples(require_clips(batch, self.name), self.gap)
+        if self.augment:
+            # The 3 frames as channels of one image: one crop and flip for the whole tuple, so
+            # the augmentation cannot hint at which frame was swapped in.
+            b, n, c, h, w = tuples.shape
+            tuples = light_augment(tuples.reshape(b, n * c, h, w)).view(b, n, c, h, w)
+        logits = self.head(encode_frames(self.encode, tuples).flatten(1)).squeeze(1)
+        accuracy = ((logits > 0).float() == labels).float().mean()
+        return {
+            "loss": F.binary_cross_entropy_with_logits(logits, labels),
+            "accuracy": accuracy,
+        }
+
+    @torch.no_grad()
+    def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # `images` are clips (N, T, C, H, W). Each row: a sorted tuple | a shuffled one.
+        tuples, labels, _ = order_tuples(images[:8].repeat(2, 1, 1, 1, 1), self.gap)
+        rows = min(int(labels.sum()), int((1 - labels).sum()), 6)
+        sorted_, shuffled = tuples[labels == 1][:rows], tuples[labels == 0][:rows]
+        blank = torch.zeros_like(tuples[:rows, :1])
+        grid = torch.cat([sorted_, blank, shuffled, blank], dim=1).flatten(0, 1)
+        wrong = torch.zeros(8, dtype=torch.bool)
+        wrong[5] = True  # the swapped-in middle frame of the shuffled tuple
+        mask = wrong.repeat(rows)
+        return {
+            "Frame order: left, a tuple in temporal order; right, a shuffled one "
+            "(red: the frame from outside the pair)": outline(grid, mask)
+        }

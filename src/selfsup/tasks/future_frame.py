@@ -1,0 +1,126 @@
+"""Future frame prediction (predictive coding): forecast the next frames from the past ones.
+
+Srivastava, Mansimov, Salakhutdinov, "Unsupervised Learning of Video Representations using
+LSTMs", ICML 2015 (the future predictor); Lotter, Kreiman, Cox, "Deep Predictive Coding
+Networks for Video Prediction and Unsupervised Learning", ICLR 2017.
+
+Free labels: the future itself. From a window of `past + future` frames, the backbone encodes
+each past frame, a GRU reads the sequence of features and then rolls forward `future` steps,
+and a small convolutional decoder draws each predicted frame; the loss is L1 or L2 against the
+true frames. The past features must say which digits are where and how they move, so that they
+can be redrawn further along their paths. The predictor only ever sees the past frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.data.video import sample_windows
+from selfsup.errors import SelfSupError
+from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.clips import encode_frames, require_clips
+
+
+def split_past_future(
+    clips: torch.Tensor, past: int, future: int, stride: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random window per clip cut into (past frames (B, past, ...), future frames
+    (B, future, ...), frame indices (B, past + future)); every past frame precedes the future."""
+    window, index = sample_windows(clips, past + future, stride)
+    return window[:, :past], window[:, past:], index
+
+
+class FrameDecoder(nn.Module):
+    """A feature vector -> a (C, size, size) frame: linear to width x size/8 x size/8, then 3 x
+    (upsample 2x, conv3x3, BN, ReLU) halving the channels each time (the large maps are the
+    costly ones on a CPU), and a sigmoid output conv."""
+
+    def __init__(self, in_dim: int, channels: int, size: int, width: int = 64) -> None:
+        super().__init__()
+        if size % 8:
+            raise SelfSupError(
+                f"future_frame needs frames whose side is a multiple of 8, got {size}"
+            )
+        self.start, self.width = size // 8, width
+        self.fc = nn.Linear(in_dim, width * self.start**2)
+        layers: list[nn.Module] = []
+        for _ in range(3):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width, width // 2, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(inplace=True),
+            ]
+            width //= 2
+        self.body = nn.Sequential(*layers, nn.Conv2d(width, channels, 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.fc(z)).view(-1, self.width, self.start, self.start)
+        return torch.sigmoid(self.body(x))
+
+
+class FutureFrame(Task):
+    name = "future_frame"
+    takes_clips = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_shape: tuple[int, int, int],
+        *,
+        past: int = 6,
+        future: int = 4,
+        stride: int = 1,
+        hidden_dim: int = 256,
+        loss: str = "l1",
+    ) -> None:
+        super().__init__(backbone)
+        if loss not in ("l1", "l2"):
+            raise SelfSupError(f"future_frame loss must be l1 or l2, got {loss!r}")
+        if past < 1 or future < 1:
+            raise SelfSupError(
+                f"future_frame needs past >= 1 and future >= 1 frames, got {past}, {future}"
+            )
+        channels, size, _ = image_shape
+        self.past, self.future, self.stride, self.loss = past, future, stride, loss
+        self.rnn = nn.GRU(backbone.feature_dim, hidden_dim, batch_first=True)
+        self.decoder = FrameDecoder(hidden_dim, channels, size)
+
+    def predict(self, past_frames: torch.Tensor) -> torch.Tensor:
+        """The next `future` frames (B, future, C, H, W) from the past frames (B, past, ...)."""
+        features = encode_frames(self.encode, past_frames)
+        outputs, state = self.rnn(features)
+        hidden = [outputs[:, -1]]
+        no_input = features.new_zeros(features.shape[0], 1, features.shape[2])
+        for _ in range(self.future - 1):
+            # Roll forward on the state alone (the paper's "unconditioned" future predictor):
+            # no true frame enters after the past.
+            step, state = self.rnn(no_input, state)
+            hidden.append(step[:, 0])
+        frames = self.decoder(torch.stack(hidden, dim=1).flatten(0, 1))  # one decoder batch
+        return frames.view(past_frames.shape[0], self.future, *frames.shape[1:])
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        clips = require_clips(batch, self.name)
+        past, future, _ = split_past_future(clips, self.past, self.future, self.stride)
+        predicted = self.predict(past)
+        distance = F.l1_loss if self.loss == "l1" else F.mse_loss
+        loss = distance(predicted, future)
+        # Baseline to beat: repeating the last past frame.
+        copy_last = F.l1_loss(past[:, -1:].expand_as(future), future)
+        return {"loss": loss, "copy_last_l1": copy_last}
+
+    @torch.no_grad()
+    def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # `images` are clips (N, T, C, H, W). Each row: up to 4 true future frames, then the
+        # same number predicted from the past.
+        past, future, _ = split_past_future(images[:8], self.past, self.future, self.stride)
+        predicted = self.predict(past)
+        k = min(4, self.future)
+        grid = torch.cat([future[:, :k], predicted[:, :k]], dim=1).flatten(0, 1)
+        return {
+            f"Future frames: left, the true next {k} frames; right, predicted from the "
+            f"{self.past} frames before": grid
+        }

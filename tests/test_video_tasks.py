@@ -1,0 +1,144 @@
+"""Video pretext tasks: labels correct by construction, no peeking at the future, training
+on real Moving MNIST clips, report pictures, and MICLe / SimCLR on the frames of clips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfsup.backbones import build_backbone
+from selfsup.data import load_images
+from selfsup.errors import SelfSupError
+from selfsup.tasks.frame_order import FrameOrder, order_tuples
+from selfsup.tasks.future_frame import FutureFrame, split_past_future
+from selfsup.tasks.odd_one_out import OddOneOut, odd_questions
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def clips(shared_data) -> torch.Tensor:
+    """16 real Moving MNIST test clips at 32 px as floats (16, 20, 1, 32, 32)."""
+    # The test split holds clips / 4 clips.
+    data = load_images(f"moving-mnist:{shared_data / 'mnist'}?clips=64", "test", image_size=32)
+    return data.clips.float() / 255
+
+
+def _backbone():
+    torch.manual_seed(0)
+    return build_backbone("small_cnn", in_channels=1, image_size=32, width=8)
+
+
+def _monotonic(index: torch.Tensor) -> torch.Tensor:
+    steps = index.diff(dim=-1)
+    return (steps > 0).all(-1) | (steps < 0).all(-1)
+
+
+def test_frame_order_labels_are_correct_by_construction(clips):
+    torch.manual_seed(0)
+    tuples, labels, index = order_tuples(clips.repeat(4, 1, 1, 1, 1), gap=3)
+    positive = labels.bool()
+    assert positive.sum() == len(labels) // 2
+    assert (index[positive].diff(dim=1) == 3).all()  # (b, c, d) in temporal order
+    assert not _monotonic(index[~positive]).any()  # (b, a, d) or (b, e, d): never in order
+    rows = torch.arange(len(index))[:, None]
+    assert torch.equal(tuples, clips.repeat(4, 1, 1, 1, 1)[rows, index])
+
+
+def test_frame_order_samples_tuples_where_there_is_motion():
+    clips = torch.zeros(64, 20, 1, 8, 8)
+    clips[:, 12:, :, 0, :] = torch.rand(64, 8, 1, 8)  # frames 0-11 are still
+    torch.manual_seed(0)
+    _, _, index = order_tuples(clips, gap=1)
+    # Every window a..e (5 frames) must span at least one change, i.e. reach frame 12.
+    assert (index.max(1).values >= 11).all()
+
+
+def test_odd_one_out_has_exactly_one_shuffled_subsequence(clips):
+    torch.manual_seed(0)
+    frames, odd, index = odd_questions(clips, questions=4, length=4, stride=2)
+    assert frames.shape == (16, 4, 4, 1, 32, 32)
+    is_odd = torch.zeros(16, 4, dtype=torch.bool)
+    is_odd[torch.arange(16), odd] = True
+    assert (index[~is_odd].diff(dim=1) == 2).all()
+    assert not _monotonic(index[is_odd]).any()  # shuffled, and not merely reversed
+    assert torch.equal(frames[3, 1, 2], clips[3, index[3, 1, 2]])
+
+
+def test_future_frame_predictor_never_sees_the_frames_it_predicts():
+    # Frame t of every clip is filled with the value t / 100, so each input reveals its time.
+    clips = (torch.arange(20).float() / 100).view(1, 20, 1, 1, 1).expand(4, 20, 1, 32, 32)
+    task = FutureFrame(_backbone(), (1, 32, 32), past=5, future=3, stride=2)
+    seen: list[torch.Tensor] = []
+    encode = task.encode
+    task.encode = lambda frames: seen.append(frames) or encode(frames)
+    torch.manual_seed(0)
+    _, future, index = split_past_future(clips, 5, 3, 2)
+    assert (index[:, :5].max(1).values < index[:, 5:].min(1).values).all()
+    torch.manual_seed(0)
+    logs = task.training_step({"clips": clips.contiguous()})
+    assert torch.isfinite(logs["loss"])
+    encoded_times = (torch.cat(seen)[:, 0, 0, 0] * 100).round().long().view(4, 5)
+    target_times = (future[:, :, 0, 0, 0] * 100).round().long()
+    for clip in range(4):
+        assert not set(encoded_times[clip].tolist()) & set(target_times[clip].tolist())
+    # And the prediction is a function of the past alone.
+    past = clips[:, :5].contiguous()
+    task.eval()
+    assert torch.equal(task.predict(past), task.predict(past.clone()))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda b: FrameOrder(b, (1, 32, 32), gap=3),
+        lambda b: OddOneOut(b, (1, 32, 32), questions=3, length=3),
+        lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2),
+    ],
+    ids=["frame_order", "odd_one_out", "future_frame"],
+)
+def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
+    task = make(_backbone())
+    optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    before = [p.detach().clone() for p in task.backbone.parameters()]
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(8):
+        loss = task.training_step({"clips": clips})["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    after = task.backbone.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    task.eval()
+    pictures = task.show(clips[:8])
+    assert pictures and all(p.ndim == 4 and p.shape[-2:] == (32, 32) for p in pictures.values())
+    if isinstance(task, FutureFrame):
+        assert losses[-1] < losses[0]  # learns to draw dark frames with bright digits
+
+
+def test_video_tasks_ask_for_video_data():
+    task = FrameOrder(_backbone(), (1, 32, 32))
+    with pytest.raises(SelfSupError, match="moving-mnist:DIR"):
+        task.training_step({"images": torch.rand(4, 1, 32, 32)})
+
+
+@pytest.mark.parametrize("task", ["micle", "simclr", "frame_order"])
+def test_pretrain_on_moving_mnist_from_the_cli(tmp_path, shared_data, task):
+    from selfsup.cli import main
+
+    spec = f"moving-mnist:{shared_data / 'mnist'}?clips=8&frames=13"
+    out = tmp_path / task
+    argv = ["pretrain", "--task", task, "--data", spec, "--image-size", "32", "--steps", "2",
+            "--batch-size", "16", "--set", "backbone_options.width=8", "--out", str(out),
+            "--no-progress", "--log-every", "1"]  # fmt: skip
+    assert main(argv) == 0
+    import json
+
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(logs) == 2
+    if task == "micle":
+        # Partners are other frames of the same clip: always a different image.
+        assert all(row["distinct_pairs"] == 1.0 for row in logs)
