@@ -71,7 +71,14 @@ def test_channels_last_matches_contiguous(name: str) -> None:
 
 
 def test_defaults_and_options() -> None:
-    assert set(BACKBONES) == {"small_cnn", "resnet18", "resnet50", "vit_tiny"}
+    assert set(BACKBONES) == {
+        "small_cnn",
+        "resnet18",
+        "resnet50",
+        "vit_tiny",
+        "transformer",
+        "word_vectors",
+    }
     assert build_backbone("small_cnn").feature_dim == 256
     assert build_backbone("resnet18", width=0.25).config["stem"] == "cifar"
     big = build_backbone("resnet18", image_size=96, width=0.125)
