@@ -280,7 +280,8 @@ def render_costs(dataset: str, group: list[dict], costs: dict[str, dict]) -> lis
         "per recipe; the bare backbone is forward + backward + step on the same two-view batch).",
         "A ratio below 1 means more than two backbone passes per image (rotation: 4 views, PIRL:",
         "image + 9 tiles, BYOL: a target network too); above 1, less (NPID: one view, MoCo: no",
-        "backward through the key encoder). Each phase ran a few seconds, so allow about ±15%:",
+        "backward through the key encoder). Each phase ran a few seconds on a shared machine:",
+        "SimSiam's 1.16, for a method that does at least the bare work, shows the noise's size.",
         "",
         "| recipe | task | batch | images/s | bare backbone images/s | ratio | peak memory "
         "| linear 1% / 100% |",
