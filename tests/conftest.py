@@ -44,3 +44,18 @@ def real_images(shared_data):
         return dataset.images[:8].float() / 255
 
     return load
+
+
+def check_patch_task_step(task, images) -> None:
+    """One step of a patch task (relative patch, jigsaw) on 8 whole images: a finite loss whose
+    gradient reaches the first conv, a backbone that still takes whole images, and pictures."""
+    import torch
+
+    channels, size = images.shape[1], images.shape[-1]
+    out = task({"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)})
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert task.backbone.layers[0][0].weight.grad.abs().sum() > 0
+    assert task.backbone(images).shape == (8, task.backbone.feature_dim)
+    shown = next(iter(task.eval().show(images).values()))
+    assert shown.shape == (32, channels, size, size)

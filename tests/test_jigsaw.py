@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import check_patch_task_step
 
 from selfsup.backbones import build_backbone
 from selfsup.tasks import task_class
@@ -98,14 +99,7 @@ def test_jittered_tiles_stay_inside_their_cells() -> None:
 def test_training_step_gives_a_finite_loss(real_images, channels: int) -> None:
     images = real_images(channels)
     size = images.shape[-1]
-    task = make_task((channels, size, size))
-    out = task({"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)})
-    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
-    out["loss"].backward()
-    assert task.backbone.layers[0][0].weight.grad.abs().sum() > 0
-    assert task.backbone(images).shape == (8, task.backbone.feature_dim)
-    shown = next(iter(task.eval().show(images).values()))
-    assert shown.shape == (32, channels, size, size)
+    check_patch_task_step(make_task((channels, size, size)), images)
 
 
 def test_a_few_steps_reduce_the_loss(real_images) -> None:

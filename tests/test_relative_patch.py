@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import check_patch_task_step
 
 from selfsup.backbones import build_backbone
 from selfsup.errors import SelfSupError
@@ -163,15 +164,7 @@ def test_downsampling_blurs_the_chosen_patches() -> None:
 def test_training_step_gives_a_finite_loss(real_images, channels: int) -> None:
     images = real_images(channels)
     size = images.shape[-1]
-    task = make_task((channels, size, size))
-    out = task({"images": images, "labels": torch.full((8,), -1), "indices": torch.arange(8)})
-    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
-    out["loss"].backward()
-    assert task.backbone.layers[0][0].weight.grad.abs().sum() > 0
-    # The backbone still takes whole images after training on patches.
-    assert task.backbone(images).shape == (8, task.backbone.feature_dim)
-    shown = next(iter(task.eval().show(images).values()))
-    assert shown.shape == (32, channels, size, size)
+    check_patch_task_step(make_task((channels, size, size)), images)
 
 
 def test_a_few_steps_reduce_the_loss(real_images) -> None:
