@@ -60,10 +60,7 @@ TEXT_WORD2VEC = "runs/bench/sst2_word2vec"
 
 
 def is_text(name: str) -> bool:
-    import yaml
-
-    data = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text()).get("data", "")
-    return str(data).split(":")[0] in TEXT_KINDS
+    return load_recipe(ROOT / "recipes" / f"{name}.yaml").data.split(":")[0] in TEXT_KINDS
 
 
 def dataset_name(data: str) -> str:
