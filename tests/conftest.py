@@ -59,3 +59,36 @@ def check_patch_task_step(task, images) -> None:
     assert task.backbone(images).shape == (8, task.backbone.feature_dim)
     shown = next(iter(task.eval().show(images).values()))
     assert shown.shape == (32, channels, size, size)
+
+
+def _gloo_rank(rank: int, world: int, port: int, worker, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # tiny tensors; the ranks share the cores
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.save(worker(rank, world), f"{out}.{rank}")
+    # Without this barrier a rank can tear gloo down while the other still has a collective
+    # in flight, and that rank aborts ("terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_gloo_ranks(worker, tmp_path: Path, world: int = 2) -> list:
+    """Run `worker(rank, world)` in `world` gloo processes; return what each rank returned.
+
+    `worker` must be a module-level function (it is pickled into the spawned processes).
+    """
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "rank")
+    mp.spawn(_gloo_rank, args=(world, port, worker, out), nprocs=world, join=True)
+    return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(world)]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import run_gloo_ranks
 from torch import nn
 
 from selfsup.backbones import build_backbone
@@ -72,12 +69,6 @@ def test_losses_are_low_for_decorrelated_invariant_embeddings():
     assert torch.isclose(collapsed["variance"], torch.tensor(1 - 1e-2), atol=1e-4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LOSSES = {
     "barlow_twins": lambda z1, z2: barlow_twins_loss(z1, z2, 0.1),
     "vicreg": lambda z1, z2: vicreg_loss(z1, z2)["loss"],
@@ -99,10 +90,7 @@ def _single_process(name: str):
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+def _rank_worker(rank: int, world: int) -> dict:
     results = {}
     for name, loss_fn in LOSSES.items():
         model, x1, x2 = _make_problem()
@@ -112,17 +100,15 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
         loss = loss_fn(z1, z2)
         loss.backward()  # DDP averages the gradients across ranks
         results[name] = {"loss": loss.detach(), "grads": [p.grad for p in model.parameters()]}
-    torch.save(results, f"{out}.{rank}")
-    dist.destroy_process_group()
+    return results
 
 
 def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path):
-    out = str(tmp_path / "rank")
-    mp.spawn(_rank_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    ranks = run_gloo_ranks(_rank_worker, tmp_path)
     for name in LOSSES:
         expected_loss, expected_grads = _single_process(name)
-        for rank in range(2):
-            got = torch.load(f"{out}.{rank}", weights_only=True)[name]
+        for results in ranks:
+            got = results[name]
             # Every rank computes the loss of the global batch, so no averaging is needed.
             assert torch.allclose(got["loss"], expected_loss, atol=1e-5), name
             for g, e in zip(got["grads"], expected_grads, strict=True):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import run_gloo_ranks
 from torch import nn
 
 from selfsup.losses import nt_xent
@@ -41,12 +39,6 @@ def test_nt_xent_is_low_for_matching_views_and_high_for_random_ones():
     assert matched < 0.5 < random
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _make_problem():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -62,10 +54,7 @@ def _single_process():
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+def _rank_worker(rank: int, world: int) -> dict:
     model, x1, x2 = _make_problem()
     ddp = nn.parallel.DistributedDataParallel(model)
     part = slice(rank * 4, (rank + 1) * 4)
@@ -74,18 +63,12 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
     loss.backward()  # DDP averages the gradients across ranks
     mean_loss = loss.detach().clone()
     dist.all_reduce(mean_loss)
-    torch.save(
-        {"loss": mean_loss / world, "grads": [p.grad for p in model.parameters()]}, f"{out}.{rank}"
-    )
-    dist.destroy_process_group()
+    return {"loss": mean_loss / world, "grads": [p.grad for p in model.parameters()]}
 
 
 def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path):
     expected_loss, expected_grads = _single_process()
-    out = str(tmp_path / "rank")
-    mp.spawn(_rank_worker, args=(2, _free_port(), out), nprocs=2, join=True)
-    for rank in range(2):
-        got = torch.load(f"{out}.{rank}", weights_only=True)
+    for got in run_gloo_ranks(_rank_worker, tmp_path):
         assert torch.allclose(got["loss"], expected_loss, atol=1e-6)
         for g, e in zip(got["grads"], expected_grads, strict=True):
             assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import run_gloo_ranks
 from torch import nn
 
 from selfsup.errors import SelfSupError
@@ -116,12 +115,6 @@ def test_nce_prefers_a_query_that_matches_its_row():
 SIZE, DIM, BATCH = 24, 6, 8  # BATCH is the global batch; each rank gets half
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _problem():
     torch.manual_seed(0)
     bank = MemoryBank(SIZE, DIM)
@@ -152,11 +145,7 @@ def _single_process(objective: str) -> dict:
     }
 
 
-def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)  # tiny tensors; two processes share the cores
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+def _rank_worker(rank: int, world: int) -> dict:
     results = {}
     for objective in ("infonce", "nce"):
         bank, model, x, indices, negatives = _problem()
@@ -170,13 +159,11 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
             "rows": bank.rows,
             "log_z": bank.log_z,
         }
-    torch.save(results, f"{out}.{rank}")
-    dist.destroy_process_group()
+    return results
 
 
 def test_two_gloo_processes_keep_the_bank_equal_to_one_process(tmp_path):
-    out = str(tmp_path / "rank")
-    mp.spawn(_rank_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    ranks = run_gloo_ranks(_rank_worker, tmp_path)
     bank, *_ = _problem()
     indices = _problem()[3]
     for objective in ("infonce", "nce"):
@@ -184,8 +171,8 @@ def test_two_gloo_processes_keep_the_bank_equal_to_one_process(tmp_path):
         changed = (expected["rows"] != bank.rows).any(dim=1).nonzero().squeeze(1)
         # Every row of the global batch moved, no other one did: nothing lost, nothing doubled.
         assert sorted(changed.tolist()) == sorted(indices.tolist())
-        for rank in range(2):
-            got = torch.load(f"{out}.{rank}", weights_only=True)[objective]
+        for results in ranks:
+            got = results[objective]
             assert torch.allclose(got["rows"], expected["rows"], atol=1e-6), objective
             assert torch.allclose(got["loss"], expected["loss"], atol=1e-5), objective
             for g, e in zip(got["grads"], expected["grads"], strict=True):

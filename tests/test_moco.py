@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import signal
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import run_gloo_ranks
 from torch import nn
 
 from selfsup.backbones import build_backbone
@@ -114,12 +113,6 @@ def test_shuffle_bn_on_one_device_keeps_keys_aligned_and_splits_bn_batches():
     assert torch.allclose(split, expected, atol=1e-5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _make_problem() -> tuple[MoCo, torch.Tensor]:
     torch.manual_seed(0)
     task = MoCo(
@@ -143,10 +136,7 @@ def _single_process() -> dict:
     }
 
 
-def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
+def _rank_worker(rank: int, world: int) -> dict:
     task, images = _make_problem()
     ddp = nn.parallel.DistributedDataParallel(task)  # as Fabric wraps the task
     part = images[rank * 4 : (rank + 1) * 4]
@@ -158,27 +148,20 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
     # Shuffle-BN across ranks hands every key back to its own image, in rank order.
     flat = MomentumEncoder(nn.Flatten())
     local_keys, all_keys = shuffled_keys(flat, part)
-    torch.save(
-        {
-            "loss": mean_loss / world,
-            "grads": [p.grad for p in task.parameters() if p.requires_grad],
-            "queue": task.queue.keys,
-            "pointer": task.queue.pointer,
-            "shuffle_ok": torch.equal(local_keys, part.flatten(1))
-            and torch.equal(all_keys, images.flatten(1)),
-        },
-        f"{out}.{rank}",
-    )
-    dist.destroy_process_group()
+    return {
+        "loss": mean_loss / world,
+        "grads": [p.grad for p in task.parameters() if p.requires_grad],
+        "queue": task.queue.keys,
+        "pointer": task.queue.pointer,
+        "shuffle_ok": torch.equal(local_keys, part.flatten(1))
+        and torch.equal(all_keys, images.flatten(1)),
+    }
 
 
 def test_two_gloo_processes_equal_one_process_loss_gradients_and_queue(tmp_path):
     expected = _single_process()
-    out = str(tmp_path / "rank")
-    mp.spawn(_rank_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     initial = _make_problem()[0].queue.keys
-    for rank in range(2):
-        got = torch.load(f"{out}.{rank}", weights_only=True)
+    for got in run_gloo_ranks(_rank_worker, tmp_path):
         assert torch.allclose(got["loss"], expected["loss"], atol=1e-6)
         for g, e in zip(got["grads"], expected["grads"], strict=True):
             assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()
