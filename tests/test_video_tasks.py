@@ -9,6 +9,7 @@ import torch
 from selfsup.backbones import build_backbone
 from selfsup.data import load_images
 from selfsup.errors import SelfSupError
+from selfsup.tasks.clips import MapReadout
 from selfsup.tasks.frame_order import FrameOrder, order_tuples
 from selfsup.tasks.future_frame import FutureFrame, split_past_future
 from selfsup.tasks.odd_one_out import OddOneOut, odd_questions
@@ -70,8 +71,9 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
     clips = (torch.arange(20).float() / 100).view(1, 20, 1, 1, 1).expand(4, 20, 1, 32, 32)
     task = FutureFrame(_backbone(), (1, 32, 32), past=5, future=3, stride=2)
     seen: list[torch.Tensor] = []
-    encode = task.encode
+    encode, encode_map = task.encode, task.encode_map  # the frames reach the backbone here
     task.encode = lambda frames: seen.append(frames) or encode(frames)
+    task.encode_map = lambda frames: seen.append(frames) or encode_map(frames)
     torch.manual_seed(0)
     _, future, index = split_past_future(clips, 5, 3, 2)
     assert (index[:, :5].max(1).values < index[:, 5:].min(1).values).all()
@@ -94,8 +96,9 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
         lambda b: FrameOrder(b, (1, 32, 32), gap=3),
         lambda b: OddOneOut(b, (1, 32, 32), questions=3, length=3),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2),
+        lambda b: FrameOrder(b, (1, 32, 32), readout="pooled"),
     ],
-    ids=["frame_order", "odd_one_out", "future_frame"],
+    ids=["frame_order", "odd_one_out", "future_frame", "frame_order_pooled"],
 )
 def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
     task = make(_backbone())
@@ -117,6 +120,18 @@ def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
     assert pictures and all(p.ndim == 4 and p.shape[-2:] == (32, 32) for p in pictures.values())
     if isinstance(task, FutureFrame):
         assert losses[-1] < losses[0]  # learns to draw dark frames with bright digits
+
+
+def test_map_readout_keeps_the_layout_of_the_feature_map():
+    torch.manual_seed(0)
+    readout = MapReadout(in_channels=16, channels=4, grid=4).eval()
+    feature_map = torch.randn(2, 16, 8, 8)
+    flipped = readout(feature_map.flip(-1)).view(2, 4, 4, 4)
+    assert torch.allclose(flipped, readout(feature_map).view(2, 4, 4, 4).flip(-1), atol=1e-6)
+    # Pooled features cannot tell a map from its mirror image; the readout can.
+    assert not torch.allclose(flipped.flatten(1), readout(feature_map).flatten(1))
+    with pytest.raises(SelfSupError, match="unknown readout"):
+        FrameOrder(_backbone(), (1, 32, 32), readout="spatial")
 
 
 def test_video_tasks_ask_for_video_data():

@@ -9,8 +9,10 @@ stem first) so a fine-tuner can freeze the first K.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from selfsup.backbones.export import load_backbone, save_backbone
@@ -69,4 +71,24 @@ def build_backbone(
     return _BUILDERS[name](in_channels=in_channels, image_size=image_size, **options)
 
 
-__all__ = ["BACKBONES", "TEXT_BACKBONES", "build_backbone", "load_backbone", "save_backbone"]
+def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """An image backbone's feature map (B, C, h, w) before pooling; ViT tokens on their grid."""
+    features = backbone.forward_features(images)
+    if features.dim() == 3:
+        tokens = features
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1]:
+            tokens = tokens[:, 1:]  # a class token
+            side = math.isqrt(tokens.shape[1])
+        features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+    return features
+
+
+__all__ = [
+    "BACKBONES",
+    "TEXT_BACKBONES",
+    "build_backbone",
+    "feature_map",
+    "load_backbone",
+    "save_backbone",
+]

@@ -11,6 +11,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from selfsup.backbones import feature_map
+
 Batch = dict[str, torch.Tensor]
 """A training batch on the task's device.
 
@@ -47,6 +49,12 @@ class Task(nn.Module):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
+
+    def encode_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map (B, C, h, w) before pooling, in the engine's memory format."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return feature_map(self.backbone, images)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Return {"loss": scalar tensor, ...}; every other entry is logged as a float."""

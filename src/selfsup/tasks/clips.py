@@ -25,12 +25,6 @@ def require_clips(batch: Batch, task: str) -> torch.Tensor:
     return clips
 
 
-def encode_frames(encode, frames: torch.Tensor) -> torch.Tensor:
-    """Features (B, L, D) of frames (B, L, C, H, W), encoded as one batch of B*L images."""
-    features = encode(frames.flatten(0, 1))
-    return features.view(*frames.shape[:2], -1)
-
-
 def motion(clips: torch.Tensor) -> torch.Tensor:
     """Mean absolute change between consecutive frames (B, T-1): where something moves."""
     return (clips[:, 1:] - clips[:, :-1]).abs().flatten(2).mean(2)
@@ -58,3 +52,46 @@ def outline(frames: torch.Tensor, mask: torch.Tensor, color=(1.0, 0.1, 0.1)) -> 
     for i in torch.nonzero(mask).flatten().tolist():
         rgb[i][:, border] = paint
     return rgb
+
+
+class MapReadout(nn.Module):
+    """Frame features that keep where things are, for the temporal-order tasks.
+
+    The backbone's pooled features barely depend on position, yet frame order on Moving MNIST
+    is a question of where the digits are. Read from pooled features, the task pushed the
+    backbone to encode position through its borders, and its features ended up worse than a
+    random network's at telling the digits apart (docs/video.md). The papers' heads (CaffeNet's
+    fc6 in Misra et al., AlexNet's in Fernando et al.) see the whole conv5 map, so this reads
+    the map too: a 1x1 conv cuts the channels, a grid x grid average pool keeps the layout.
+    """
+
+    def __init__(self, in_channels: int, channels: int = 32, grid: int = 4) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.grid = grid
+        self.dim = channels * grid * grid
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.adaptive_avg_pool2d(self.reduce(feature_map), self.grid)
+        return pooled.flatten(1)
+
+
+READOUTS = ("map", "pooled")
+
+
+def make_readout(backbone: nn.Module, readout: str) -> MapReadout | None:
+    """A task's `readout` option: "map" (a MapReadout) or "pooled" (None: pooled features)."""
+    if readout not in READOUTS:
+        raise SelfSupError(f"unknown readout {readout!r}; choose one of: {', '.join(READOUTS)}")
+    return MapReadout(backbone.feature_dim) if readout == "map" else None
+
+
+def read_frames(task, readout: MapReadout | None, frames: torch.Tensor) -> torch.Tensor:
+    """Features (B, L, D) of frames (B, L, C, H, W), through `readout` if there is one."""
+    flat = frames.flatten(0, 1)
+    features = task.encode(flat) if readout is None else readout(task.encode_map(flat))
+    return features.view(*frames.shape[:2], -1)

@@ -26,25 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.augment import light_augment
+from selfsup.backbones import feature_map
 from selfsup.color import gamut_ab_bins, lab_to_rgb, rgb_to_lab
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 
 LOSSES = ("classification", "regression")
 AB_SCALE = 100.0  # regression predicts ab / 100, values of order 1
-
-
-def spatial_features(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The backbone's feature map (B, C, h, w) before pooling; ViT tokens are laid on their grid."""
-    features = backbone.forward_features(images)
-    if features.dim() == 3:
-        tokens = features
-        side = math.isqrt(tokens.shape[1])
-        if side * side != tokens.shape[1]:
-            tokens = tokens[:, 1:]  # a class token
-            side = math.isqrt(tokens.shape[1])
-        features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
-    return features
 
 
 def upsampling_head(in_channels: int, out_channels: int, doublings: int, width: int = 64):
@@ -147,7 +135,7 @@ class Colorization(Task):
         training = backbone.training
         backbone.eval()  # the probe below must not touch BatchNorm statistics
         with torch.no_grad():
-            probe = spatial_features(backbone, torch.zeros(1, 3, height, width))
+            probe = feature_map(backbone, torch.zeros(1, 3, height, width))
         backbone.train(training)
         doublings = max(0, round(math.log2(height / output_stride / probe.shape[-2])))
         outputs = num_bins if loss == "classification" else 2
@@ -163,10 +151,7 @@ class Colorization(Task):
         return (lightness / 100).expand(-1, 3, -1, -1)
 
     def _logits(self, lightness: torch.Tensor) -> torch.Tensor:
-        gray = self.backbone_input(lightness)
-        if self.channels_last:
-            gray = gray.contiguous(memory_format=torch.channels_last)
-        return self.head(spatial_features(self.backbone, gray))
+        return self.head(self.encode_map(self.backbone_input(lightness)))
 
     @torch.no_grad()
     def _update_prior(self, nearest: torch.Tensor) -> None:

@@ -19,7 +19,14 @@ from torch import nn
 from selfsup.augment import light_augment
 from selfsup.data.video import gather_frames, sample_windows
 from selfsup.tasks.base import Batch, Task
-from selfsup.tasks.clips import encode_frames, mlp, outline, require_clips, window_motion
+from selfsup.tasks.clips import (
+    make_readout,
+    mlp,
+    outline,
+    read_frames,
+    require_clips,
+    window_motion,
+)
 
 
 def order_tuples(clips: torch.Tensor, gap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,10 +56,15 @@ class FrameOrder(Task):
         gap: int = 3,
         hidden_dim: int = 256,
         augment: bool = True,
+        readout: str = "map",
     ) -> None:
+        """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
+        "pooled" its pooled features (see MapReadout for why the map)."""
         super().__init__(backbone)
         self.gap, self.augment = gap, augment
-        self.head = mlp(3 * backbone.feature_dim, hidden_dim, 1)
+        self.readout = make_readout(backbone, readout)
+        dim = self.readout.dim if self.readout is not None else backbone.feature_dim
+        self.head = mlp(3 * dim, hidden_dim, 1)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         tuples, labels, _ = order_tuples(require_clips(batch, self.name), self.gap)
@@ -61,7 +73,7 @@ class FrameOrder(Task):
             # the augmentation cannot hint at which frame was swapped in.
             b, n, c, h, w = tuples.shape
             tuples = light_augment(tuples.reshape(b, n * c, h, w)).view(b, n, c, h, w)
-        logits = self.head(encode_frames(self.encode, tuples).flatten(1)).squeeze(1)
+        logits = self.head(read_frames(self, self.readout, tuples).flatten(1)).squeeze(1)
         accuracy = ((logits > 0).float() == labels).float().mean()
         return {
             "loss": F.binary_cross_entropy_with_logits(logits, labels),

@@ -8,7 +8,8 @@ Free labels: the future itself. From a window of `past + future` frames, the bac
 each past frame, a GRU reads the sequence of features and then rolls forward `future` steps,
 and a small convolutional decoder draws each predicted frame; the loss is L1 or L2 against the
 true frames. The past features must say which digits are where and how they move, so that they
-can be redrawn further along their paths. The predictor only ever sees the past frames.
+can be redrawn further along their paths; by default they are read from the backbone's feature
+map, which keeps the where (clips.MapReadout). The predictor only ever sees the past frames.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 from selfsup.data.video import sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
-from selfsup.tasks.clips import encode_frames, require_clips
+from selfsup.tasks.clips import make_readout, read_frames, require_clips
 
 
 def split_past_future(
@@ -75,7 +76,10 @@ class FutureFrame(Task):
         stride: int = 1,
         hidden_dim: int = 256,
         loss: str = "l1",
+        readout: str = "map",
     ) -> None:
+        """`readout`: "map" (default) feeds the GRU each frame's feature map through a
+        MapReadout, "pooled" its pooled features (see MapReadout for why the map)."""
         super().__init__(backbone)
         if loss not in ("l1", "l2"):
             raise SelfSupError(f"future_frame loss must be l1 or l2, got {loss!r}")
@@ -85,12 +89,14 @@ class FutureFrame(Task):
             )
         channels, size, _ = image_shape
         self.past, self.future, self.stride, self.loss = past, future, stride, loss
-        self.rnn = nn.GRU(backbone.feature_dim, hidden_dim, batch_first=True)
+        self.readout = make_readout(backbone, readout)
+        dim = self.readout.dim if self.readout is not None else backbone.feature_dim
+        self.rnn = nn.GRU(dim, hidden_dim, batch_first=True)
         self.decoder = FrameDecoder(hidden_dim, channels, size)
 
     def predict(self, past_frames: torch.Tensor) -> torch.Tensor:
         """The next `future` frames (B, future, C, H, W) from the past frames (B, past, ...)."""
-        features = encode_frames(self.encode, past_frames)
+        features = read_frames(self, self.readout, past_frames)
         outputs, state = self.rnn(features)
         hidden = [outputs[:, -1]]
         no_input = features.new_zeros(features.shape[0], 1, features.shape[2])

@@ -18,7 +18,7 @@ from torch import nn
 from selfsup.data.video import gather_frames, sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
-from selfsup.tasks.clips import encode_frames, mlp, outline, require_clips
+from selfsup.tasks.clips import make_readout, mlp, outline, read_frames, require_clips
 
 
 def shuffled_orders(length: int, batch: int, device) -> torch.Tensor:
@@ -68,19 +68,24 @@ class OddOneOut(Task):
         length: int = 4,
         stride: int = 2,
         hidden_dim: int = 256,
+        readout: str = "map",
     ) -> None:
+        """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
+        "pooled" its pooled features (see MapReadout for why the map)."""
         super().__init__(backbone)
         if questions < 2:
             raise SelfSupError(f"odd_one_out needs at least 2 questions, got {questions}")
         self.questions, self.length, self.stride = questions, length, stride
-        self.embed = mlp(length * backbone.feature_dim, hidden_dim, hidden_dim)
+        self.readout = make_readout(backbone, readout)
+        dim = self.readout.dim if self.readout is not None else backbone.feature_dim
+        self.embed = mlp(length * dim, hidden_dim, hidden_dim)
         self.score = mlp(2 * hidden_dim, hidden_dim, 1)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
         frames, odd, _ = odd_questions(clips, self.questions, self.length, self.stride)
         b, q = frames.shape[:2]
-        features = encode_frames(self.encode, frames.flatten(0, 1))  # (B*Q, L, D)
+        features = read_frames(self, self.readout, frames.flatten(0, 1))  # (B*Q, L, D)
         embedded = self.embed(features.flatten(1)).view(b, q, -1)
         context = embedded.mean(1, keepdim=True).expand_as(embedded)
         logits = self.score(torch.cat([embedded, context], dim=2)).squeeze(2)
