@@ -59,8 +59,12 @@ TEXT_BASELINE_RECIPE = "sst2_mlm"
 TEXT_WORD2VEC = "runs/bench/sst2_word2vec"
 
 
+def data_kind(name: str) -> str:
+    return load_recipe(ROOT / "recipes" / f"{name}.yaml").data.split(":")[0]
+
+
 def is_text(name: str) -> bool:
-    return load_recipe(ROOT / "recipes" / f"{name}.yaml").data.split(":")[0] in TEXT_KINDS
+    return data_kind(name) in TEXT_KINDS
 
 
 def dataset_name(data: str) -> str:
@@ -78,9 +82,16 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def run(name: str, baselines: str) -> None:
-    """Pretrain and evaluate one recipe; `baselines` is "all", "none" or a comma list."""
+def run(name: str, baselines: str, evaluate_only: bool = False) -> None:
+    """Pretrain and evaluate one recipe; `baselines` is "all", "none" or a comma list.
+
+    `evaluate_only`: evaluate the finished run again and keep its recorded pretraining (its
+    command and wall time), e.g. after a new protocol was added.
+    """
     out = f"runs/bench/{name}"
+    previous = RECORDS / f"{name}.json"
+    if evaluate_only and not ((ROOT / out / "backbone").is_dir() and previous.exists()):
+        sys.exit(f"--evaluate-only needs a finished run in {out} and its record {previous}")
     pretrain = [
         SELFSUP,
         "pretrain",
@@ -100,6 +111,9 @@ def run(name: str, baselines: str) -> None:
         "1%,10%,100%",
         "--no-progress",
     ]
+    if data_kind(name) in ("moving-mnist", "video"):
+        # The video papers judge their initialisation by fine-tuning it against a random one.
+        evaluate[evaluate.index("knn,linear")] = "knn,linear,finetune"
     if is_text(name):
         # Text runs pick their own protocols (fine-tune + linear probe; word2vec: linear).
         evaluate = [SELFSUP, "evaluate", out, "--labels", "1%,10%,100%", "--no-progress"]
@@ -110,17 +124,19 @@ def run(name: str, baselines: str) -> None:
         evaluate += ["--baselines", baselines]
     if (ROOT / out / "checkpoints" / "last.pt").exists():
         pretrain = [SELFSUP, "pretrain", "--resume", out, "--no-progress"]
-    pretrain_seconds = timed(pretrain)
+    if evaluate_only:
+        kept = json.loads(previous.read_text())
+        pretrain_command, pretrain_seconds = kept["commands"][0], kept["pretrain_seconds"]
+    else:
+        pretrain_command = shlex.join(["selfsup", *pretrain[1:]])
+        pretrain_seconds = timed(pretrain)
     evaluate_seconds = timed(evaluate)
     results = json.loads((ROOT / out / "metrics.json").read_text())
     record = {
         "name": name,
         "date": date.today().isoformat(),
         "machine": machine(),
-        "commands": [
-            shlex.join(["selfsup", *pretrain[1:]]),
-            shlex.join(["selfsup", *evaluate[1:]]),
-        ],
+        "commands": [pretrain_command, shlex.join(["selfsup", *evaluate[1:]])],
         "image_size": load_recipe(ROOT / "recipes" / f"{name}.yaml").image_size,
         "pretrain_seconds": round(pretrain_seconds),
         "evaluate_seconds": round(evaluate_seconds),
@@ -174,6 +190,7 @@ def render() -> str:
                 rows.setdefault(key, {})[row["fraction"]] = row["accuracy"]
         baseline_names = ("raw", "random_init", "supervised")
         random_linear = rows.get(("random_init", "", "linear"), {})
+        from_scratch = rows.get(("supervised", "", "train"), {})
         # Baselines first, then the pretrained rows in name order.
         order = sorted(rows, key=lambda key: (key[0] not in baseline_names, key))
         for method, task, protocol in order:
@@ -188,6 +205,9 @@ def render() -> str:
                 below = value is not None and value <= random_linear.get(f, -1.0)
                 if method not in baseline_names and protocol == "linear" and below:
                     text += " (≤ random init)"
+                below = value is not None and value <= from_scratch.get(f, -1.0)
+                if method not in baseline_names and protocol == "finetune" and below:
+                    text += " (≤ from scratch)"
                 texts.append(text)
             label = {
                 "raw": "none (raw pixels)",
@@ -316,6 +336,11 @@ def main() -> None:
         "evaluate such as random_init",
     )
     parser.add_argument("--render", action="store_true", help="only rewrite docs/results.md")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate finished runs again, keeping their recorded pretraining",
+    )
     args = parser.parse_args()
     if not args.render:
         for name in args.names:
@@ -324,7 +349,7 @@ def main() -> None:
                 baselines = "all" if auto else "none"
             else:
                 baselines = {"yes": "all", "no": "none"}.get(args.baselines, args.baselines)
-            run(name, baselines)
+            run(name, baselines, args.evaluate_only)
     extra = ROOT / "docs" / "results_extra.md"
     text = render() + ("\n" + extra.read_text() if extra.exists() else "")
     (ROOT / "docs" / "results.md").write_text(text)

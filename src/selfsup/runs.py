@@ -168,8 +168,6 @@ def evaluate_run(
     from selfsup.data.video import VideoDataset
 
     if isinstance(train, VideoDataset):
-        if "finetune" in protocols:
-            raise SelfSupError("video evaluation runs knn and linear; drop finetune (--protocol)")
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
         options.update(k=k, seed=seed, device=device, progress=progress)
         return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
