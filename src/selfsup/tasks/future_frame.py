@@ -8,20 +8,30 @@ Free labels: the future itself. From a window of `past + future` frames, the bac
 each past frame, a GRU reads the sequence of features and then rolls forward `future` steps,
 and a small convolutional decoder draws each predicted frame; the loss is L1 or L2 against the
 true frames. The past features must say which digits are where and how they move, so that they
-can be redrawn further along their paths; by default they are read from the backbone's feature
-map, which keeps the where (clips.MapReadout). The predictor only ever sees the past frames.
+can be redrawn further along their paths. The predictor only ever sees the past frames.
+
+Two predictors. `gru` (Srivastava et al.): the frame features, read from the backbone's feature
+map (clips.MapReadout), go through a GRU, and one vector per future frame is drawn. `conv`
+(convolutional, as Lotter et al.'s predictions are made on feature maps): the past feature maps,
+stacked, go through conv layers to one map per future frame, drawn by an upsampling decoder.
+With the conv predictor every cell of the map must say what is there to be redrawn, not only
+where; on Moving MNIST that is the digit's shape, the thing the downstream task asks about.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.backbones import feature_map
 from selfsup.data.video import sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.clips import make_readout, read_frames, require_clips
+from selfsup.tasks.colorization import upsampling_head
 
 
 def split_past_future(
@@ -62,6 +72,47 @@ class FrameDecoder(nn.Module):
         return torch.sigmoid(self.body(x))
 
 
+class ConvPredictor(nn.Module):
+    """Past feature maps (B, past, C, h, w) -> future frames (B, future, out_channels, H, W).
+
+    Each past map is cut to `channels` by a 1x1 conv; the maps are stacked on channels, two
+    conv3x3 layers make one `channels` map per future frame, and an upsampling decoder
+    (`doublings` x2 steps) draws each one.
+    """
+
+    def __init__(
+        self, in_channels: int, past: int, future: int, out_channels: int, doublings: int,
+        channels: int = 32, width: int = 128,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.future, self.channels = future, channels
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.body = nn.Sequential(
+            nn.Conv2d(past * channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, future * channels, 1),
+        )
+        self.decoder = upsampling_head(channels, out_channels, doublings)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        batch, past, _, h, w = maps.shape
+        stacked = self.reduce(maps.flatten(0, 1)).view(batch, past * self.channels, h, w)
+        predicted = F.relu(self.body(stacked)).view(batch * self.future, self.channels, h, w)
+        frames = torch.sigmoid(self.decoder(predicted))
+        return frames.view(batch, self.future, *frames.shape[1:])
+
+
+PREDICTORS = ("gru", "conv")
+
+
 class FutureFrame(Task):
     name = "future_frame"
     takes_clips = True
@@ -76,26 +127,51 @@ class FutureFrame(Task):
         stride: int = 1,
         hidden_dim: int = 256,
         loss: str = "l1",
+        predictor: str = "conv",
         readout: str = "map",
     ) -> None:
-        """`readout`: "map" (default) feeds the GRU each frame's feature map through a
-        MapReadout, "pooled" its pooled features (see MapReadout for why the map)."""
+        """`predictor`: "conv" (default) or "gru" (see the module docstring). `readout`, for
+        the GRU only: "map" (default) feeds it each frame's feature map through a MapReadout,
+        "pooled" the pooled features (see MapReadout for why the map)."""
         super().__init__(backbone)
         if loss not in ("l1", "l2"):
             raise SelfSupError(f"future_frame loss must be l1 or l2, got {loss!r}")
+        if predictor not in PREDICTORS:
+            raise SelfSupError(
+                f"unknown predictor {predictor!r}; choose one of: {', '.join(PREDICTORS)}"
+            )
         if past < 1 or future < 1:
             raise SelfSupError(
                 f"future_frame needs past >= 1 and future >= 1 frames, got {past}, {future}"
             )
         channels, size, _ = image_shape
         self.past, self.future, self.stride, self.loss = past, future, stride, loss
-        self.readout = make_readout(backbone, readout)
-        dim = self.readout.dim if self.readout is not None else backbone.feature_dim
-        self.rnn = nn.GRU(dim, hidden_dim, batch_first=True)
-        self.decoder = FrameDecoder(hidden_dim, channels, size)
+        self.predictor = predictor
+        if predictor == "conv":
+            training = backbone.training
+            backbone.eval()  # the probe must not touch BatchNorm statistics
+            with torch.no_grad():
+                probe = feature_map(backbone, torch.zeros(1, *image_shape))
+            backbone.train(training)
+            doublings = round(math.log2(size / probe.shape[-1]))
+            if probe.shape[-1] * 2**doublings != size:
+                raise SelfSupError(
+                    f"future_frame's conv predictor needs a feature map that doubles up to the "
+                    f"frame size; {size} px frames give a {probe.shape[-1]} px map. Use "
+                    "predictor: gru, or a frame size that is a power of 2 times the map's"
+                )
+            self.conv = ConvPredictor(probe.shape[1], past, future, channels, doublings)
+        else:
+            self.readout = make_readout(backbone, readout)
+            dim = self.readout.dim if self.readout is not None else backbone.feature_dim
+            self.rnn = nn.GRU(dim, hidden_dim, batch_first=True)
+            self.decoder = FrameDecoder(hidden_dim, channels, size)
 
     def predict(self, past_frames: torch.Tensor) -> torch.Tensor:
         """The next `future` frames (B, future, C, H, W) from the past frames (B, past, ...)."""
+        if self.predictor == "conv":
+            maps = self.encode_map(past_frames.flatten(0, 1))
+            return self.conv(maps.view(*past_frames.shape[:2], *maps.shape[1:]))
         features = read_frames(self, self.readout, past_frames)
         outputs, state = self.rnn(features)
         hidden = [outputs[:, -1]]
