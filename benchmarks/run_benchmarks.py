@@ -188,7 +188,7 @@ def render() -> str:
                     row["protocol"],
                 )
                 rows.setdefault(key, {})[row["fraction"]] = row["accuracy"]
-        baseline_names = ("raw", "random_init", "supervised")
+        baseline_names = ("raw", "random_init", "supervised", "tfidf", "word2vec")
         random_linear = rows.get(("random_init", "", "linear"), {})
         from_scratch = rows.get(("supervised", "", "train"), {})
         # Baselines first, then the pretrained rows in name order.
