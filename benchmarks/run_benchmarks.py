@@ -226,7 +226,8 @@ def render() -> str:
             )
             out += [f"  - `{command}`" for command in record["commands"]]
         out.append("")
-        if size is None:
+        # Costs go under the native-size table, or under the one holding the costed recipes.
+        if size is None or {r["name"] for r in group} & set(costs):
             out += render_costs(dataset, group, costs)
     return "\n".join(out + text_sections(records))
 
