@@ -197,12 +197,7 @@ def evaluate_run(
         features=(train_feats, test_feats),
     )
     results["seconds"] = time.perf_counter() - started
-    results["run"] = {
-        "task": recipe.task,
-        "backbone": recipe.backbone,
-        "data": recipe.data,
-        "eval_data": data or recipe.data,
-    }
+    results["run"] = _run_info(recipe, data)
 
     neighbors = nearest_neighbor_grid(train_feats, train, test_feats, test)
     pictures = _task_pictures(run_dir, test)
@@ -218,6 +213,16 @@ def evaluate_run(
     return results
 
 
+def _run_info(recipe, data: str | None) -> dict:
+    """What a results file says about the run it evaluated."""
+    return {
+        "task": recipe.task,
+        "backbone": recipe.backbone,
+        "data": recipe.data,
+        "eval_data": data or recipe.data,
+    }
+
+
 def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) -> dict:
     """Multi-label clip classification (selfsup.evaluate.video) and the report."""
     from selfsup.evaluate import write_report
@@ -227,12 +232,7 @@ def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) 
     backbone = run_backbone(run_dir).to(options["device"])
     results = evaluate_video_backbone(backbone, train, test, **options)
     results["seconds"] = time.perf_counter() - started
-    results["run"] = {
-        "task": recipe.task,
-        "backbone": recipe.backbone,
-        "data": recipe.data,
-        "eval_data": data or recipe.data,
-    }
+    results["run"] = _run_info(recipe, data)
     write_report(
         run_dir,
         results,
