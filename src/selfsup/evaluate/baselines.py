@@ -41,6 +41,19 @@ def random_init_backbone(backbone: nn.Module, seed: int = 0) -> nn.Module:
         return build_backbone(**config)
 
 
+def check_choices(protocols, known_protocols, baselines, known_baselines, where: str = "") -> None:
+    """One-line error for the first protocol or baseline not in its known list."""
+    for name, given, known in (
+        ("protocol", protocols, known_protocols),
+        ("baseline", baselines, known_baselines),
+    ):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise SelfSupError(
+                f"unknown {name} {unknown[0]!r}{where}; choose from {', '.join(known)}"
+            )
+
+
 def _check_inputs(train: ImageDataset, test: ImageDataset, protocols, baselines, fractions):
     for ds, split in ((train, "train"), (test, "test")):
         if len(ds) == 0 or not ds.has_labels:
@@ -53,13 +66,7 @@ def _check_inputs(train: ImageDataset, test: ImageDataset, protocols, baselines,
             f"train images are {train.image_shape} but test images {test.image_shape}; "
             "use two splits of the same dataset"
         )
-    for name, given, known in (
-        ("protocol", protocols, PROTOCOLS),
-        ("baseline", baselines, BASELINES),
-    ):
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise SelfSupError(f"unknown {name} {unknown[0]!r}; choose from {', '.join(known)}")
+    check_choices(protocols, PROTOCOLS, baselines, BASELINES)
     for f in fractions:
         if not 0 < f <= 1:
             raise SelfSupError(f"label fraction {f} is out of range; use values in (0, 1]")

@@ -30,7 +30,7 @@ from torch import nn
 from selfsup.data.base import TensorImageDataset
 from selfsup.data.video import VideoDataset
 from selfsup.errors import DataError, SelfSupError
-from selfsup.evaluate.baselines import _logger, random_init_backbone
+from selfsup.evaluate.baselines import _logger, check_choices, random_init_backbone
 from selfsup.evaluate.features import extract_features, raw_pixels
 from selfsup.evaluate.finetune import default_epochs
 from selfsup.evaluate.linear import SINGLE_THREAD_BELOW, WEIGHT_DECAYS
@@ -223,15 +223,7 @@ def _check(train, test, protocols, baselines) -> None:
                 f"the {split} data {dataset.name!r} has no clip labels; video evaluation needs "
                 "labelled clips, e.g. --data moving-mnist:DIR"
             )
-    for name, given, known in (
-        ("protocol", protocols, PROTOCOLS),
-        ("baseline", baselines, BASELINES),
-    ):
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise SelfSupError(
-                f"unknown {name} {unknown[0]!r} for video data; choose from {', '.join(known)}"
-            )
+    check_choices(protocols, PROTOCOLS, baselines, BASELINES, " for video data")
 
 
 def evaluate_video_backbone(
