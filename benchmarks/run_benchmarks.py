@@ -82,11 +82,15 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def run(name: str, baselines: str, evaluate_only: bool = False) -> None:
+def run(
+    name: str, baselines: str, evaluate_only: bool = False, protocol: str | None = None
+) -> None:
     """Pretrain and evaluate one recipe; `baselines` is "all", "none" or a comma list.
 
     `evaluate_only`: evaluate the finished run again and keep its recorded pretraining (its
-    command and wall time), e.g. after a new protocol was added.
+    command and wall time), e.g. after a new protocol was added. With `protocol` (a comma
+    list), only those protocols (and `baselines`) are measured again: their rows replace the
+    record's rows of the same method, protocol and fraction, and the others are kept.
     """
     out = f"runs/bench/{name}"
     previous = RECORDS / f"{name}.json"
@@ -120,6 +124,11 @@ def run(name: str, baselines: str, evaluate_only: bool = False) -> None:
         word2vec = (ROOT / TEXT_WORD2VEC / "backbone").is_dir() and "word2vec" not in name
         if baselines != "none" and word2vec:
             evaluate += ["--word2vec", TEXT_WORD2VEC]
+    if protocol:
+        if "--protocol" in evaluate:
+            evaluate[evaluate.index("--protocol") + 1] = protocol
+        else:
+            evaluate += ["--protocol", protocol]
     if baselines != "all":
         evaluate += ["--baselines", baselines]
     if (ROOT / out / "checkpoints" / "last.pt").exists():
@@ -132,11 +141,18 @@ def run(name: str, baselines: str, evaluate_only: bool = False) -> None:
         pretrain_seconds = timed(pretrain)
     evaluate_seconds = timed(evaluate)
     results = json.loads((ROOT / out / "metrics.json").read_text())
+    commands = [pretrain_command, shlex.join(["selfsup", *evaluate[1:]])]
+    if protocol:  # a partial re-measurement: keep the rows it did not redo
+        redone = {_row_key(row) for row in results["rows"]}
+        kept_rows = [row for row in kept["results"]["rows"] if _row_key(row) not in redone]
+        results["rows"] = kept_rows + results["rows"]
+        commands = [*kept["commands"], commands[1]]
+        evaluate_seconds += kept["evaluate_seconds"]
     record = {
         "name": name,
         "date": date.today().isoformat(),
         "machine": machine(),
-        "commands": [pretrain_command, shlex.join(["selfsup", *evaluate[1:]])],
+        "commands": commands,
         "image_size": load_recipe(ROOT / "recipes" / f"{name}.yaml").image_size,
         "pretrain_seconds": round(pretrain_seconds),
         "evaluate_seconds": round(evaluate_seconds),
@@ -144,6 +160,10 @@ def run(name: str, baselines: str, evaluate_only: bool = False) -> None:
     }
     RECORDS.mkdir(parents=True, exist_ok=True)
     (RECORDS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _row_key(row: dict) -> tuple:
+    return row["method"], row["protocol"], row["fraction"]
 
 
 def render() -> str:
@@ -342,7 +362,14 @@ def main() -> None:
         action="store_true",
         help="evaluate finished runs again, keeping their recorded pretraining",
     )
+    parser.add_argument(
+        "--protocol",
+        help="with --evaluate-only: measure only these protocols (e.g. linear) again and keep "
+        "the record's other rows",
+    )
     args = parser.parse_args()
+    if args.protocol and not args.evaluate_only:
+        parser.error("--protocol re-measures part of a finished run: add --evaluate-only")
     if not args.render:
         for name in args.names:
             if args.baselines == "auto":
@@ -350,7 +377,7 @@ def main() -> None:
                 baselines = "all" if auto else "none"
             else:
                 baselines = {"yes": "all", "no": "none"}.get(args.baselines, args.baselines)
-            run(name, baselines, args.evaluate_only)
+            run(name, baselines, args.evaluate_only, args.protocol)
     extra = ROOT / "docs" / "results_extra.md"
     text = render() + ("\n" + extra.read_text() if extra.exists() else "")
     (ROOT / "docs" / "results.md").write_text(text)

@@ -66,6 +66,10 @@ def test_encoder_ignores_padding():
     tokens = torch.randint(6, VOCAB, (2, 10))
     padded = torch.cat([tokens, torch.zeros(2, 6, dtype=torch.long)], 1)
     assert torch.allclose(encoder(tokens), encoder(padded)[:, :10], atol=1e-5)
+    # The mean-pooled feature averages the real tokens' states only.
+    mean = encoder.features(padded, pool="mean")
+    assert torch.allclose(mean, encoder(tokens).mean(1), atol=1e-5)
+    assert not torch.allclose(mean, encoder(padded).mean(1), atol=1e-3)
 
 
 def test_tlm_positions_reset_per_sentence_and_masks_hit_both_languages():

@@ -158,9 +158,17 @@ class TextTransformer(nn.Module):
         eye = torch.eye(tokens.shape[1], dtype=torch.bool, device=tokens.device)
         return mask | eye
 
-    def features(self, tokens: torch.Tensor, **kwargs) -> torch.Tensor:
-        """(B, dim): the [CLS] state (encoder) or the last real token's state (decoder)."""
+    def features(self, tokens: torch.Tensor, pool: str | None = None, **kwargs) -> torch.Tensor:
+        """(B, dim) sentence features. `pool`: None, the state the papers classify from (the
+        [CLS] state of an encoder, the last real token's of a decoder); "mean", the mean of
+        the final states over the real tokens, the frozen readout (Reimers & Gurevych 2019:
+        a [CLS] state that was never trained to sum up a sentence is a poor frozen feature)."""
         hidden = self(tokens, **kwargs)
+        if pool == "mean":
+            keep = (tokens != PAD_ID).unsqueeze(-1).to(hidden.dtype)
+            return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+        if pool is not None:
+            raise ValueError(f"unknown pool {pool!r}; use None or 'mean'")
         if not self.causal:
             return hidden[:, 0]
         last = (tokens != PAD_ID).sum(1).clamp(min=1) - 1

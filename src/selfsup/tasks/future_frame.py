@@ -7,7 +7,9 @@ Networks for Video Prediction and Unsupervised Learning", ICLR 2017.
 Free labels: the future itself. From a window of `past + future` frames, the backbone encodes
 each past frame, a GRU reads the sequence of features and then rolls forward `future` steps,
 and a small convolutional decoder draws each predicted frame; the loss is L1 or L2 against the
-true frames. The past features must say which digits are where and how they move, so that they
+true frames, or per-pixel binary cross-entropy (`loss: bce`, Srivastava et al.'s choice for
+Moving MNIST: it scores each pixel as the probability that it is ink, so a blurred average over
+where a digit may be costs more than drawing its strokes). The past features must say which digits are where and how they move, so that they
 can be redrawn further along their paths. The predictor only ever sees the past frames.
 
 Two predictors. `gru` (Srivastava et al.): the frame features, read from the backbone's feature
@@ -68,8 +70,9 @@ class FrameDecoder(nn.Module):
         self.body = nn.Sequential(*layers, nn.Conv2d(width, channels, 3, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel logits; the caller applies the sigmoid (or BCE-with-logits)."""
         x = F.relu(self.fc(z)).view(-1, self.width, self.start, self.start)
-        return torch.sigmoid(self.body(x))
+        return self.body(x)
 
 
 class ConvPredictor(nn.Module):
@@ -103,14 +106,16 @@ class ConvPredictor(nn.Module):
         self.decoder = upsampling_head(channels, out_channels, doublings)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Pixel logits (B, future, C, H, W); the caller applies the sigmoid."""
         batch, past, _, h, w = maps.shape
         stacked = self.reduce(maps.flatten(0, 1)).view(batch, past * self.channels, h, w)
         predicted = F.relu(self.body(stacked)).view(batch * self.future, self.channels, h, w)
-        frames = torch.sigmoid(self.decoder(predicted))
+        frames = self.decoder(predicted)
         return frames.view(batch, self.future, *frames.shape[1:])
 
 
 PREDICTORS = ("gru", "conv")
+LOSSES = ("l1", "l2", "bce")
 
 
 class FutureFrame(Task):
@@ -134,8 +139,8 @@ class FutureFrame(Task):
         the GRU only: "map" (default) feeds it each frame's feature map through a MapReadout,
         "pooled" the pooled features (see MapReadout for why the map)."""
         super().__init__(backbone)
-        if loss not in ("l1", "l2"):
-            raise SelfSupError(f"future_frame loss must be l1 or l2, got {loss!r}")
+        if loss not in LOSSES:
+            raise SelfSupError(f"future_frame loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if predictor not in PREDICTORS:
             raise SelfSupError(
                 f"unknown predictor {predictor!r}; choose one of: {', '.join(PREDICTORS)}"
@@ -168,7 +173,11 @@ class FutureFrame(Task):
             self.decoder = FrameDecoder(hidden_dim, channels, size)
 
     def predict(self, past_frames: torch.Tensor) -> torch.Tensor:
-        """The next `future` frames (B, future, C, H, W) from the past frames (B, past, ...)."""
+        """The next `future` frames (B, future, C, H, W) in [0, 1] from the past frames."""
+        return torch.sigmoid(self.predict_logits(past_frames))
+
+    def predict_logits(self, past_frames: torch.Tensor) -> torch.Tensor:
+        """Pixel logits of the next `future` frames from the past frames (B, past, ...)."""
         if self.predictor == "conv":
             maps = self.encode_map(past_frames.flatten(0, 1))
             return self.conv(maps.view(*past_frames.shape[:2], *maps.shape[1:]))
@@ -187,12 +196,17 @@ class FutureFrame(Task):
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
         past, future, _ = split_past_future(clips, self.past, self.future, self.stride)
-        predicted = self.predict(past)
-        distance = F.l1_loss if self.loss == "l1" else F.mse_loss
-        loss = distance(predicted, future)
-        # Baseline to beat: repeating the last past frame.
+        logits = self.predict_logits(past)
+        predicted = torch.sigmoid(logits)
+        if self.loss == "bce":
+            loss = F.binary_cross_entropy_with_logits(logits, future)
+        else:
+            loss = (F.l1_loss if self.loss == "l1" else F.mse_loss)(predicted, future)
+        # The same yardstick whatever the loss, against the baseline to beat: repeating the
+        # last past frame.
+        l1 = F.l1_loss(predicted.detach(), future)
         copy_last = F.l1_loss(past[:, -1:].expand_as(future), future)
-        return {"loss": loss, "copy_last_l1": copy_last}
+        return {"loss": loss, "l1": l1, "copy_last_l1": copy_last}
 
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

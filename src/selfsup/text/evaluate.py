@@ -259,9 +259,7 @@ def sentence_embeddings(
     for idx in torch.arange(len(data)).split(256):
         tokens = pad([data.texts[i] for i in idx.tolist()]).to(device)
         langs = torch.full_like(tokens, lang_id)
-        hidden = backbone(tokens, langs=langs)
-        keep = (tokens != 0).unsqueeze(-1).float()
-        out.append(F.normalize((hidden * keep).sum(1) / keep.sum(1), dim=-1).cpu())
+        out.append(F.normalize(backbone.features(tokens, pool="mean", langs=langs), dim=-1).cpu())
     return torch.cat(out)
 
 

@@ -4,7 +4,8 @@
   token's state of a decoder, as BERT and GPT do), whole model or lower layers frozen.
   The same function trains the from-scratch baseline (a freshly initialised copy), so both
   get one budget: the same steps, batch size and learning-rate schedule.
-- `text_features` + logistic regression: the frozen (linear probe / averaged word2vec) path.
+- `text_features` + logistic regression: the frozen (linear probe / averaged word2vec) path,
+  on mean-pooled final states.
 - `tfidf_accuracy`: TF-IDF of words and bigrams + logistic regression on the raw strings.
 """
 
@@ -22,16 +23,23 @@ from selfsup.text.data import LabeledText
 
 @torch.no_grad()
 def text_features(
-    backbone: nn.Module, data: LabeledText, device: str = "cpu", batch_size: int = 256
+    backbone: nn.Module,
+    data: LabeledText,
+    device: str = "cpu",
+    batch_size: int = 256,
+    pool: str | None = "mean",
 ) -> torch.Tensor:
-    """(N, dim) frozen features of every text, in order."""
+    """(N, dim) frozen features of every text, in order: by default the mean of the final
+    states over the real tokens (see TextTransformer.features; word vectors are always
+    averaged)."""
     backbone = backbone.to(device).eval()
     # Sorting by length keeps padding (wasted compute) small; the order is restored after.
     order = torch.argsort(data.texts.lengths())
     out = torch.empty(len(data), backbone.feature_dim)
     for start in range(0, len(data), batch_size):
         idx = order[start : start + batch_size]
-        out[idx] = backbone.features(data.get_batch(idx)["tokens"].to(device)).float().cpu()
+        tokens = data.get_batch(idx)["tokens"].to(device)
+        out[idx] = backbone.features(tokens, pool=pool).float().cpu()
     return out
 
 
