@@ -101,9 +101,13 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
     ],
     ids=[
-        "frame_order", "odd_one_out", "future_frame", "frame_order_pooled", "future_frame_gru",
+        "frame_order",
+        "odd_one_out",
+        "future_frame",
+        "frame_order_pooled",
+        "future_frame_gru",
         "future_frame_bce",
-    ],  # fmt: skip
+    ],
 )
 def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
     task = make(_backbone())

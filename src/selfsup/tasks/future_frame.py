@@ -5,12 +5,12 @@ LSTMs", ICML 2015 (the future predictor); Lotter, Kreiman, Cox, "Deep Predictive
 Networks for Video Prediction and Unsupervised Learning", ICLR 2017.
 
 Free labels: the future itself. From a window of `past + future` frames, the backbone encodes
-each past frame, a GRU reads the sequence of features and then rolls forward `future` steps,
-and a small convolutional decoder draws each predicted frame; the loss is L1 or L2 against the
+each past frame, a predictor (conv or GRU, below) turns them into one code per future frame,
+and a small convolutional decoder draws each predicted frame. The loss is L1 or L2 against the
 true frames, or per-pixel binary cross-entropy (`loss: bce`, Srivastava et al.'s choice for
-Moving MNIST: it scores each pixel as the probability that it is ink, so a blurred average over
-where a digit may be costs more than drawing its strokes). The past features must say which digits are where and how they move, so that they
-can be redrawn further along their paths. The predictor only ever sees the past frames.
+Moving MNIST: each pixel's value is read as the probability that it is ink). The past
+features must say which digits are where and how they move, so that they can be redrawn
+further along their paths. The predictor only ever sees the past frames.
 
 Two predictors. `gru` (Srivastava et al.): the frame features, read from the backbone's feature
 map (clips.MapReadout), go through a GRU, and one vector per future frame is drawn. `conv`
@@ -140,7 +140,9 @@ class FutureFrame(Task):
         "pooled" the pooled features (see MapReadout for why the map)."""
         super().__init__(backbone)
         if loss not in LOSSES:
-            raise SelfSupError(f"future_frame loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+            raise SelfSupError(
+                f"future_frame loss must be one of {', '.join(LOSSES)}, got {loss!r}"
+            )
         if predictor not in PREDICTORS:
             raise SelfSupError(
                 f"unknown predictor {predictor!r}; choose one of: {', '.join(PREDICTORS)}"
