@@ -15,6 +15,7 @@ from selfsup.augment import (
     light_augment,
     random_grayscale,
     random_resized_crop,
+    random_translate,
     simclr_augment,
     solarize,
 )
@@ -108,6 +109,22 @@ def test_flip_is_exact_and_per_sample() -> None:
     kept = (out == x).flatten(1).all(dim=1)
     assert (flipped ^ kept).all()
     assert 10 < int(flipped.sum()) < 54
+
+
+def test_translate_moves_each_image_by_at_most_max_shift_pixels() -> None:
+    # One bright pixel per image, away from the border: it must land exactly |dy|, |dx| <= 3
+    # away, every offset in range must occur, and nothing else may light up.
+    x = torch.zeros(400, 1, 16, 16)
+    x[:, 0, 8, 7] = 1.0
+    out = random_translate(x, 3, generator=seeded(0))
+    assert out.sum(dim=(1, 2, 3)).eq(1).all()
+    where = torch.nonzero(out[:, 0])[:, 1:] - torch.tensor([8, 7])
+    assert where.abs().max() <= 3
+    offsets = {(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)}
+    assert {tuple(w) for w in where.tolist()} == offsets
+    assert torch.equal(random_translate(x, 0), x)
+    with pytest.raises(SelfSupError, match="max_shift"):
+        random_translate(x, -1)
 
 
 def test_jitter_parameters_differ_across_samples() -> None:

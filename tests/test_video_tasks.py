@@ -99,6 +99,7 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
         lambda b: FrameOrder(b, (1, 32, 32), readout="pooled"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, predictor="gru"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
+        lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
     ],
     ids=[
         "frame_order",
@@ -107,6 +108,7 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
         "frame_order_pooled",
         "future_frame_gru",
         "future_frame_bce",
+        "frame_order_shifted",
     ],
 )
 def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):

@@ -7,6 +7,7 @@ from selfsup.augment.ops import (
     horizontal_flip,
     random_grayscale,
     random_resized_crop,
+    random_translate,
     solarize,
 )
 from selfsup.augment.views import ViewAugment, light_augment, simclr_augment
@@ -20,6 +21,7 @@ __all__ = [
     "light_augment",
     "random_grayscale",
     "random_resized_crop",
+    "random_translate",
     "simclr_augment",
     "solarize",
 ]

@@ -123,6 +123,28 @@ def horizontal_flip(
     return torch.where(mask, images.flip(-1), images)
 
 
+def random_translate(
+    images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Shift each image by a whole number of pixels, drawn uniformly from [-max_shift,
+    max_shift] in x and in y independently; the uncovered border is 0 (black)."""
+    _check(images)
+    if max_shift < 0:
+        raise SelfSupError(f"random_translate needs max_shift >= 0, got {max_shift}")
+    if max_shift == 0:
+        return images
+    b, _, height, width = images.shape
+    draws = _uniform(2 * b, 0.0, 1.0, images, generator).view(b, 2)
+    shifts = (draws * (2 * max_shift + 1)).long().clamp_(max=2 * max_shift) - max_shift
+    padded = F.pad(images, (max_shift,) * 4)
+    # Output pixel (y, x) reads padded pixel (y + max_shift - dy, x + max_shift - dx).
+    rows = torch.arange(height, device=images.device) + max_shift - shifts[:, 1:]  # (B, H)
+    cols = torch.arange(width, device=images.device) + max_shift - shifts[:, :1]  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    # Advanced indices around a slice put their dimensions first: (B, H, W, C).
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
 def color_jitter(
     images: torch.Tensor,
     brightness: float = 0.4,

@@ -8,6 +8,10 @@ replaced by one from outside the pair, is not (negative). The backbone embeds ea
 three features are concatenated in tuple order and a small head says whether the order is
 right (binary cross-entropy); half of every batch is positive. Telling the two apart needs
 where things are and how they move, not just what the frame looks like on average.
+
+`frame_shift: N` moves each frame of a tuple by its own random offset of up to N pixels. On
+Moving MNIST the absolute place of a blob then says less about time; the layout of the digits
+relative to each other still does, and reading it needs to know which digit is which.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import light_augment
+from selfsup.augment import light_augment, random_translate
 from selfsup.data.video import gather_frames, sample_windows
+from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.clips import (
     make_readout,
@@ -57,17 +62,25 @@ class FrameOrder(Task):
         hidden_dim: int = 256,
         augment: bool = True,
         readout: str = "map",
+        frame_shift: int = 0,
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
-        "pooled" its pooled features (see MapReadout for why the map)."""
+        "pooled" its pooled features (see MapReadout for why the map). `frame_shift`: see the
+        module docstring (0 = off)."""
         super().__init__(backbone)
-        self.gap, self.augment = gap, augment
+        if frame_shift < 0:
+            raise SelfSupError(f"frame_order frame_shift must be >= 0 pixels, got {frame_shift}")
+        self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         tuples, labels, _ = order_tuples(require_clips(batch, self.name), self.gap)
+        if self.frame_shift:
+            b, n, c, h, w = tuples.shape
+            shifted = random_translate(tuples.reshape(b * n, c, h, w), self.frame_shift)
+            tuples = shifted.view(b, n, c, h, w)
         if self.augment:
             # The 3 frames as channels of one image: one crop and flip for the whole tuple, so
             # the augmentation cannot hint at which frame was swapped in.
