@@ -94,6 +94,8 @@ def run(
     """
     out = f"runs/bench/{name}"
     previous = RECORDS / f"{name}.json"
+    if protocol and not evaluate_only:
+        sys.exit("--protocol re-measures part of a finished run: add --evaluate-only")
     if evaluate_only and not ((ROOT / out / "backbone").is_dir() and previous.exists()):
         sys.exit(f"--evaluate-only needs a finished run in {out} and its record {previous}")
     pretrain = [
@@ -368,8 +370,6 @@ def main() -> None:
         "the record's other rows",
     )
     args = parser.parse_args()
-    if args.protocol and not args.evaluate_only:
-        parser.error("--protocol re-measures part of a finished run: add --evaluate-only")
     if not args.render:
         for name in args.names:
             if args.baselines == "auto":

@@ -11,7 +11,8 @@ where things are and how they move, not just what the frame looks like on averag
 
 `frame_shift: N` moves each frame of a tuple by its own random offset of up to N pixels. On
 Moving MNIST the absolute place of a blob then says less about time; the layout of the digits
-relative to each other still does, and reading it needs to know which digit is which.
+relative to each other still does, and reading it needs to know which digit is which (the
+intent; docs/video.md has what it measured).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def split_past_future(
 class FrameDecoder(nn.Module):
     """A feature vector -> a (C, size, size) frame: linear to width x size/8 x size/8, then 3 x
     (upsample 2x, conv3x3, BN, ReLU) halving the channels each time (the large maps are the
-    costly ones on a CPU), and a sigmoid output conv."""
+    costly ones on a CPU), and an output conv giving pixel logits."""
 
     def __init__(self, in_dim: int, channels: int, size: int, width: int = 64) -> None:
         super().__init__()
