@@ -1,4 +1,5 @@
-"""NT-Xent: its definition, and equality of two gloo processes with one process."""
+"""NT-Xent and CPC's paired InfoNCE: their definitions, and equality of two gloo processes
+with one process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from conftest import run_gloo_ranks
 from torch import nn
 
-from selfsup.losses import nt_xent
+from selfsup.losses import nt_xent, paired_info_nce
 
 
 def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -69,6 +70,50 @@ def _rank_worker(rank: int, world: int) -> dict:
 def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path):
     expected_loss, expected_grads = _single_process()
     for got in run_gloo_ranks(_rank_worker, tmp_path):
+        assert torch.allclose(got["loss"], expected_loss, atol=1e-6)
+        for g, e in zip(got["grads"], expected_grads, strict=True):
+            assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()
+
+
+def test_paired_info_nce_matches_its_definition():
+    torch.manual_seed(0)
+    q, k = torch.randn(7, 5), torch.randn(7, 5)
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    expected = torch.stack(
+        [-(qn[i] @ kn[i]) / 0.2 + torch.logsumexp(qn[i] @ kn.T / 0.2, 0) for i in range(7)]
+    ).mean()
+    loss, accuracy = paired_info_nce(q, k, 0.2)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert accuracy == ((qn @ kn.T).argmax(1) == torch.arange(7)).float().mean()
+    # Aligned rows are found; shuffled ones are not.
+    _, found = paired_info_nce(k + 0.01 * torch.randn_like(k), k, 0.1)
+    _, lost = paired_info_nce(k[torch.randperm(7)], k, 0.1)
+    assert found == 1.0 and lost < 1.0
+
+
+def _single_process_paired():
+    model, x1, x2 = _make_problem()
+    q, k = model(torch.cat([x1, x2])).chunk(2)
+    loss, _ = paired_info_nce(q, k, 0.1)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def _paired_rank_worker(rank: int, world: int) -> dict:
+    model, x1, x2 = _make_problem()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    part = slice(rank * 4, (rank + 1) * 4)
+    q, k = ddp(torch.cat([x1[part], x2[part]])).chunk(2)
+    loss, _ = paired_info_nce(q, k, 0.1)
+    loss.backward()
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    return {"loss": mean_loss / world, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_paired_info_nce_two_gloo_processes_equal_one_process(tmp_path):
+    expected_loss, expected_grads = _single_process_paired()
+    for got in run_gloo_ranks(_paired_rank_worker, tmp_path):
         assert torch.allclose(got["loss"], expected_loss, atol=1e-6)
         for g, e in zip(got["grads"], expected_grads, strict=True):
             assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()

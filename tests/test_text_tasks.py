@@ -42,11 +42,13 @@ def test_masking_rate_and_80_10_10_split_within_statistical_bounds():
     assert not torch.equal(again != IGNORE, chosen)
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("padded", [False, True])
-def test_causal_mask_lets_no_position_see_the_future(padded):
+def test_causal_mask_lets_no_position_see_the_future(padded, positions):
     torch.manual_seed(0)
-    decoder = TextTransformer(VOCAB, size="tiny", causal=True, max_len=32).eval()
-    encoder = TextTransformer(VOCAB, size="tiny", causal=False, max_len=32).eval()
+    decoder = TextTransformer(VOCAB, size="tiny", causal=True, max_len=32, positions=positions)
+    encoder = TextTransformer(VOCAB, size="tiny", causal=False, max_len=32, positions=positions)
+    decoder, encoder = decoder.eval(), encoder.eval()
     tokens = torch.randint(6, VOCAB, (3, 20))
     if padded:
         tokens[:, 15:] = PAD_ID
@@ -58,6 +60,25 @@ def test_causal_mask_lets_no_position_see_the_future(padded):
         assert not torch.allclose(before[:, k], after[:, k])
         # The same test has the power to see a leak: an encoder's earlier outputs do change.
         assert not torch.allclose(encoder(tokens)[:, :k], encoder(changed)[:, :k])
+
+
+def test_rotary_positions_are_relative():
+    torch.manual_seed(0)
+    encoder = TextTransformer(VOCAB, size="tiny", max_len=64, positions="rotary").eval()
+    assert encoder.embed.positions is None  # no absolute table to learn
+    tokens = torch.randint(6, VOCAB, (2, 12))
+    out = encoder(tokens)
+    # Attention sees only offsets between tokens: moving the whole sentence changes nothing...
+    shifted = encoder(tokens, positions=torch.arange(12) + 9)
+    assert torch.allclose(out, shifted, atol=1e-4)
+    # ...but order matters: without positions an encoder would give the reversed sentence
+    # the reversed states.
+    assert not torch.allclose(encoder(tokens.flip(1)).flip(1), out, atol=1e-3)
+    # Per-sentence positions (TLM resets them) are honoured row by row.
+    rows = torch.stack([torch.arange(12), torch.arange(12) + 3])
+    assert torch.allclose(encoder(tokens, positions=rows), out, atol=1e-4)
+    with pytest.raises(ValueError, match="positions"):
+        TextTransformer(VOCAB, size="tiny", positions="sinusoidal")
 
 
 def test_encoder_ignores_padding():
@@ -104,8 +125,12 @@ def _recipe(task: str, data: str, **text) -> Recipe:
     )
 
 
-@pytest.mark.parametrize("task", ["mlm", "clm", "nsp", "mlm+nsp", "word2vec", "tlm"])
-def test_text_tasks_train_on_real_text(task, shared_data, tmp_path):
+@pytest.mark.parametrize(
+    ("task", "positions"),
+    [(t, "learned") for t in ("mlm", "clm", "nsp", "mlm+nsp", "word2vec", "tlm")]
+    + [("tlm", "rotary")],  # TLM's positions restart per sentence: rotary must take them too
+)
+def test_text_tasks_train_on_real_text(task, positions, shared_data, tmp_path):
     import json
 
     d = shared_data
@@ -113,7 +138,10 @@ def test_text_tasks_train_on_real_text(task, shared_data, tmp_path):
         "tlm": f"parallel:{d}/multi30k/val.en.gz,{d}/multi30k/val.de.gz",
         "word2vec": f"tsv:{d}/sst2/train.tsv,{d}/sst2/dev.tsv",
     }.get(task, f"text:{d}/tinyshakespeare/input.txt")
-    summary = pretrain_run(_recipe(task, data), tmp_path / "run", progress=False)
+    recipe = _recipe(task, data)
+    if positions != "learned":
+        recipe.backbone_options["positions"] = positions
+    summary = pretrain_run(recipe, tmp_path / "run", progress=False)
     assert summary["steps"] == 12 and math.isfinite(summary["final_loss"])
     logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     if task != "nsp":  # NSP alone stays near chance for many more than 12 steps
@@ -122,6 +150,7 @@ def test_text_tasks_train_on_real_text(task, shared_data, tmp_path):
     from selfsup.backbones import load_backbone
 
     backbone = load_backbone(tmp_path / "run" / "backbone")
+    assert getattr(backbone, "config", {}).get("positions", positions) == positions
     assert backbone.features(torch.tensor([[2, 7, 9, 3]])).shape == (1, backbone.feature_dim)
 
 

@@ -10,6 +10,7 @@ from selfsup.backbones import build_backbone
 from selfsup.data import load_images
 from selfsup.errors import SelfSupError
 from selfsup.tasks.clips import MapReadout
+from selfsup.tasks.dpc import DensePredictiveCoding
 from selfsup.tasks.frame_order import FrameOrder, order_tuples
 from selfsup.tasks.future_frame import FutureFrame, split_past_future
 from selfsup.tasks.odd_one_out import OddOneOut, odd_questions
@@ -90,6 +91,34 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
     assert torch.equal(task.predict(past), task.predict(past.clone()))
 
 
+def test_dpc_predicts_from_the_past_and_is_scored_against_the_future():
+    # Frame t of every clip is filled with the value t / 100, so each input reveals its time.
+    clips = (torch.arange(20).float() / 100).view(1, 20, 1, 1, 1).expand(4, 20, 1, 32, 32)
+    task = DensePredictiveCoding(_backbone(), (1, 32, 32), past=5, future=3, stride=2, dim=16)
+    seen: dict[str, torch.Tensor] = {}
+    predict, targets = task.predict, task.targets
+
+    def recording_predict(frames):
+        seen["predicted from"] = frames
+        return predict(frames)
+
+    def recording_targets(frames):
+        seen["scored against"] = frames
+        return targets(frames)
+
+    task.predict, task.targets = recording_predict, recording_targets
+    torch.manual_seed(0)
+    logs = task.training_step({"clips": clips.contiguous()})
+    assert torch.isfinite(logs["loss"]) and 0 <= logs["accuracy"] <= 1
+    past = (seen["predicted from"][:, :, 0, 0, 0] * 100).round().long()
+    future = (seen["scored against"][:, :, 0, 0, 0] * 100).round().long()
+    assert past.shape == (4, 5) and future.shape == (4, 3)
+    # Every frame the prediction reads comes before every frame it is scored against.
+    assert (past.max(1).values < future.min(1).values).all()
+    with pytest.raises(SelfSupError, match="temperature"):
+        DensePredictiveCoding(_backbone(), (1, 32, 32), temperature=0)
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -100,6 +129,7 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, predictor="gru"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
+        lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
     ],
     ids=[
         "frame_order",
@@ -109,6 +139,7 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
         "future_frame_gru",
         "future_frame_bce",
         "frame_order_shifted",
+        "dpc",
     ],
 )
 def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
@@ -131,6 +162,8 @@ def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
     assert pictures and all(p.ndim == 4 and p.shape[-2:] == (32, 32) for p in pictures.values())
     if isinstance(task, FutureFrame):
         assert losses[-1] < losses[0]  # learns to draw dark frames with bright digits
+    if isinstance(task, DensePredictiveCoding):
+        assert losses[-1] < losses[0]  # starts near log(candidates), learns to pick
 
 
 def test_map_readout_keeps_the_layout_of_the_feature_map():
@@ -151,7 +184,7 @@ def test_video_tasks_ask_for_video_data():
         task.training_step({"images": torch.rand(4, 1, 32, 32)})
 
 
-@pytest.mark.parametrize("task", ["micle", "simclr", "frame_order"])
+@pytest.mark.parametrize("task", ["micle", "simclr", "frame_order", "dpc"])
 def test_pretrain_on_moving_mnist_from_the_cli(tmp_path, shared_data, task):
     from selfsup.cli import main
 

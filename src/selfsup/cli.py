@@ -233,10 +233,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         download=args.download,
         progress=not args.no_progress,
     )
+    rate = f"{summary['images_per_second']:.0f} {summary['unit']}/s"
     print(
         f"pretrained {recipe.task} for {summary['steps']} steps in {summary['seconds']:.0f} s "
-        f"({summary['images_per_second']:.0f} images/s); backbone in {out / 'backbone'}\n"
-        f"next: selfsup evaluate {out}"
+        f"({rate}); backbone in {out / 'backbone'}\nnext: selfsup evaluate {out}"
     )
 
 

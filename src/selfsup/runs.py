@@ -33,7 +33,8 @@ def pretrain_run(
     download: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Pretrain the recipe's task into out_dir and export the backbone; returns a summary.
+    """Pretrain the recipe's task into out_dir and export the backbone; returns the engine's
+    summary plus "unit": what its images_per_second counts (images, clips or sequences).
 
     Everything that can fail on bad input (recipe, data, task options) is checked before
     out_dir is created, so a failed start leaves nothing behind.
@@ -95,6 +96,9 @@ def pretrain_run(
         out_dir / BACKBONE_DIR,
         extra={"task": recipe.task, "data": recipe.data, "steps": summary["steps"]},
     )
+    # What one sample of the engine's batch is, for the throughput the CLI prints.
+    text, clips = tokenizer is not None, getattr(task, "takes_clips", False)
+    summary["unit"] = "sequences" if text else "clips" if clips else "images"
     return summary
 
 

@@ -29,7 +29,7 @@ BACKBONES: dict[str, str] = {
     "resnet50": "ResNet-50 (bottleneck), 2048-d features; options: stem, width",
     "vit_tiny": "ViT-Tiny (192-d, 12 pre-norm blocks, 3 heads); options: patch_size, pool",
     "transformer": "text Transformer, encoder or causal decoder (pre-norm, SDPA); options: "
-    "size (tiny, mini, small, base), dim, depth, heads, max_len",
+    "size (tiny, mini, small, base), dim, depth, heads, max_len, positions (learned, rotary)",
     "word_vectors": "word2vec input vectors; a text's feature is the mean of its tokens'",
 }
 
@@ -48,7 +48,7 @@ _OPTIONS: dict[str, list[str]] = {
     "vit_tiny": ["patch_size", "dim", "depth", "heads", "mlp_ratio", "pool"],
     # vocab_size, causal, segments and langs come from the tokenizer and the task, not the user.
     "transformer": [
-        *("size", "dim", "depth", "heads", "mlp_ratio", "max_len", "dropout"),
+        *("size", "dim", "depth", "heads", "mlp_ratio", "max_len", "dropout", "positions"),
         *("vocab_size", "causal", "segments", "langs"),
     ],
     "word_vectors": ["dim", "vocab_size"],

@@ -5,6 +5,11 @@ tricks) on torch's scaled_dot_product_attention, which picks a fused kernel wher
 Embeddings are token + position, plus segment (NSP's sentence A/B) and language (XLM) when
 the model is built with them. Token id 0 is [PAD] (see selfsup.text.tokenizer).
 
+Positions are learned absolute embeddings (BERT, GPT) by default, or rotary (`positions:
+rotary`, Su et al. 2021, RoFormer, https://arxiv.org/abs/2104.09864): queries and keys are
+rotated by an angle proportional to their position, so attention scores depend on the offset
+between two tokens from the first step on instead of after the position table has been learned.
+
 forward(tokens, ...) -> hidden states (B, T, dim); features(tokens) -> (B, dim): the [CLS]
 state of an encoder or the last real token's state of a decoder, as the papers classify.
 """
@@ -25,6 +30,26 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B or 1, 1, T, head_dim)
+
+
+def rotary_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> Rotary:
+    """cos and sin of RoFormer's angles for int positions (T,) or (B, T): pair i of a head's
+    channels turns by position * base^(-2i / head_dim)."""
+    if positions.dim() == 1:
+        positions = positions[None]
+    steps = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
+    angles = positions[..., None].float() * base ** (-steps / head_dim)  # (B, T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (i, i + head_dim/2) of x (B, heads, T, head_dim)."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-second, first], dim=-1) * sin.to(x.dtype)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -34,9 +59,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool, rotary: Rotary | None
+    ) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if rotary is not None:
+            q, k = rotate(q, *rotary), rotate(k, *rotary)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -58,23 +87,30 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask, causal))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool, rotary: Rotary | None
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask, causal, rotary))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
 class Embeddings(nn.Module):
-    def __init__(self, vocab_size: int, dim: int, max_len: int, segments: int, langs: int):
+    def __init__(
+        self, vocab_size: int, dim: int, max_len: int, segments: int, langs: int, learned: bool
+    ):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, dim, padding_idx=PAD_ID)
-        self.positions = nn.Embedding(max_len, dim)
+        # Rotary models (learned=False) put positions into attention instead.
+        self.positions = nn.Embedding(max_len, dim) if learned else None
         self.segments = nn.Embedding(segments, dim) if segments else None
         self.langs = nn.Embedding(langs, dim) if langs else None
 
     def forward(self, tokens, positions=None, segments=None, langs=None) -> torch.Tensor:
-        if positions is None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.tokens(tokens) + self.positions(positions)
+        x = self.tokens(tokens)
+        if self.positions is not None:
+            if positions is None:
+                positions = torch.arange(tokens.shape[1], device=tokens.device)
+            x = x + self.positions(positions)
         # A model trained with segments / languages always saw one of them: a caller that
         # gives none (e.g. downstream classification of single sentences) gets id 0.
         if self.segments is not None:
@@ -98,6 +134,7 @@ class TextTransformer(nn.Module):
         segments: int = 0,
         langs: int = 0,
         dropout: float = 0.1,
+        positions: str = "learned",
         name: str = "transformer",
         **_image_args,  # build_backbone passes in_channels / image_size to every backbone
     ) -> None:
@@ -106,6 +143,10 @@ class TextTransformer(nn.Module):
         if preset is None:
             raise ValueError(f"unknown transformer size {size!r}; choose one of {list(SIZES)}")
         dim, depth, heads = dim or preset["dim"], depth or preset["depth"], heads or preset["heads"]
+        if positions not in ("learned", "rotary"):
+            raise ValueError(f"unknown positions {positions!r}; use 'learned' or 'rotary'")
+        if positions == "rotary" and (dim // heads) % 2:
+            raise ValueError(f"rotary positions need an even head size, got {dim}/{heads}")
         self.config = {
             "name": name,
             "vocab_size": vocab_size,
@@ -118,9 +159,12 @@ class TextTransformer(nn.Module):
             "segments": segments,
             "langs": langs,
             "dropout": dropout,
+            "positions": positions,
         }
         self.causal, self.max_len, self.feature_dim = causal, max_len, dim
-        self.embed = Embeddings(vocab_size, dim, max_len, segments, langs)
+        self.rotary = positions == "rotary"
+        self.head_dim = dim // heads
+        self.embed = Embeddings(vocab_size, dim, max_len, segments, langs, not self.rotary)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -141,9 +185,14 @@ class TextTransformer(nn.Module):
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_len {self.max_len}")
         mask = self.attention_mask(tokens)
+        rotary = None
+        if self.rotary:
+            if positions is None:
+                positions = torch.arange(tokens.shape[1], device=tokens.device)
+            rotary = rotary_angles(positions, self.head_dim)
         x = self.drop(self.embed(tokens, positions, segments, langs))
         for block in self.blocks:
-            x = block(x, mask, self.causal)
+            x = block(x, mask, self.causal, rotary)
         return self.norm(x)
 
     def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:

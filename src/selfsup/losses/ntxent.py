@@ -55,3 +55,24 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     self_mask[torch.arange(2 * batch, device=local.device), own] = True
     logits = logits.masked_fill(self_mask, float("-inf"))
     return F.cross_entropy(logits.float(), positive)
+
+
+def paired_info_nce(
+    queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC's InfoNCE (van den Oord et al. 2018) for aligned (N, D) queries and keys: query i's
+    positive is key i, every other key (gathered across ranks) a negative; both are
+    L2-normalised. Returns (loss, top-1 accuracy of the local queries, detached).
+
+    Every rank must hold the same N (all_gather needs equal shapes)."""
+    if queries.shape != keys.shape or queries.ndim != 2:
+        raise ValueError(
+            f"queries and keys must both be (N, D), got {tuple(queries.shape)} and "
+            f"{tuple(keys.shape)}"
+        )
+    q, k = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
+    rank = dist.get_rank() if _distributed() else 0
+    logits = (q @ gather_with_grad(k).T / temperature).float()
+    positive = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+    accuracy = (logits.detach().argmax(1) == positive).float().mean()
+    return F.cross_entropy(logits, positive), accuracy

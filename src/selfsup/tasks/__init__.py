@@ -109,7 +109,13 @@ TASKS: dict[str, tuple[str, str]] = {
     ),
     "future_frame": (
         "selfsup.tasks.future_frame:FutureFrame",
-        "Future frame prediction (Srivastava et al. 2015): GRU + decoder, L1/L2 (video)",
+        "Future frame prediction (Srivastava et al. 2015): conv or GRU predictor + decoder, "
+        "L1/L2/BCE on pixels (video)",
+    ),
+    "dpc": (
+        "selfsup.tasks.dpc:DensePredictiveCoding",
+        "Dense Predictive Coding (Han et al. 2019): future feature maps told apart by InfoNCE "
+        "(video)",
     ),
 }
 TEXT_TASKS = ("mlm", "nsp", "mlm+nsp", "clm", "tlm", "word2vec")

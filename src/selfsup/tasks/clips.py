@@ -83,6 +83,18 @@ class MapReadout(nn.Module):
 READOUTS = ("map", "pooled")
 
 
+def map_shape(backbone: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(channels, h, w) of the backbone's feature map for frames of `image_shape`."""
+    from selfsup.backbones import feature_map
+
+    training = backbone.training
+    backbone.eval()  # the probe must not touch BatchNorm statistics
+    with torch.no_grad():
+        probe = feature_map(backbone, torch.zeros(1, *image_shape))
+    backbone.train(training)
+    return tuple(probe.shape[1:])
+
+
 def make_readout(backbone: nn.Module, readout: str) -> MapReadout | None:
     """A task's `readout` option: "map" (a MapReadout) or "pooled" (None: pooled features)."""
     if readout not in READOUTS:

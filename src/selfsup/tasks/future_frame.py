@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.backbones import feature_map
 from selfsup.data.video import sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
-from selfsup.tasks.clips import make_readout, read_frames, require_clips
+from selfsup.tasks.clips import make_readout, map_shape, read_frames, require_clips
 from selfsup.tasks.colorization import upsampling_head
 
 
@@ -155,19 +154,15 @@ class FutureFrame(Task):
         self.past, self.future, self.stride, self.loss = past, future, stride, loss
         self.predictor = predictor
         if predictor == "conv":
-            training = backbone.training
-            backbone.eval()  # the probe must not touch BatchNorm statistics
-            with torch.no_grad():
-                probe = feature_map(backbone, torch.zeros(1, *image_shape))
-            backbone.train(training)
-            doublings = round(math.log2(size / probe.shape[-1]))
-            if probe.shape[-1] * 2**doublings != size:
+            map_channels, _, map_size = map_shape(backbone, image_shape)
+            doublings = round(math.log2(size / map_size))
+            if map_size * 2**doublings != size:
                 raise SelfSupError(
                     f"future_frame's conv predictor needs a feature map that doubles up to the "
-                    f"frame size; {size} px frames give a {probe.shape[-1]} px map. Use "
+                    f"frame size; {size} px frames give a {map_size} px map. Use "
                     "predictor: gru, or a frame size that is a power of 2 times the map's"
                 )
-            self.conv = ConvPredictor(probe.shape[1], past, future, channels, doublings)
+            self.conv = ConvPredictor(map_channels, past, future, channels, doublings)
         else:
             self.readout = make_readout(backbone, readout)
             dim = self.readout.dim if self.readout is not None else backbone.feature_dim

@@ -1,0 +1,117 @@
+"""Dense Predictive Coding: predict the feature maps of the next frames, told apart from others.
+
+Han, Xie, Zisserman, "Video Representation Learning by Dense Predictive Coding", ICCV 2019
+Workshops. https://arxiv.org/abs/1909.04656 (after van den Oord et al.'s CPC, 2018)
+
+Free labels: the future, as in future_frame, but compared in feature space instead of pixels.
+The backbone encodes every frame of a window of `past + future` frames to its feature map; conv
+layers over the stacked past maps predict the map of each future frame; each predicted cell
+must pick the true one out of every cell of every future frame of every clip in the batch
+(InfoNCE; under DDP the candidates of all ranks). Other clips' futures differ in what they
+show, other cells in where, other frames in when, so the prediction needs all three, where
+pixel prediction on Moving MNIST is mostly rewarded for where (docs/video.md).
+
+Departures from the paper, for a frame encoder on a CPU: one frame per time step instead of
+5-frame blocks through a 3D ResNet, and all future maps predicted at once by conv layers over
+the stacked past maps (as future_frame's conv predictor) instead of a ConvGRU rolled forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.errors import SelfSupError
+from selfsup.losses import paired_info_nce
+from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.clips import map_shape, outline, require_clips
+from selfsup.tasks.future_frame import split_past_future
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class DensePredictiveCoding(Task):
+    name = "dpc"
+    takes_clips = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_shape: tuple[int, int, int],
+        *,
+        past: int = 5,
+        future: int = 3,
+        stride: int = 1,
+        dim: int = 128,
+        width: int = 256,
+        temperature: float = 0.1,
+    ) -> None:
+        """`dim`: the space predictions and true maps are compared in; `width`: the
+        aggregator's channels."""
+        super().__init__(backbone)
+        if past < 1 or future < 1:
+            raise SelfSupError(f"dpc needs past >= 1 and future >= 1 frames, got {past}, {future}")
+        if temperature <= 0:
+            raise SelfSupError(f"dpc's temperature must be > 0, got {temperature}")
+        self.past, self.future, self.stride, self.dim = past, future, stride, dim
+        self.temperature = temperature
+        channels = map_shape(backbone, image_shape)[0]
+        self.reduce = nn.Sequential(*conv_bn_relu(channels, dim, 1))  # each past map
+        self.aggregate = nn.Sequential(
+            *conv_bn_relu(past * dim, width, 3),
+            *conv_bn_relu(width, width, 3),
+            nn.Conv2d(width, future * dim, 1),
+        )
+        self.project = nn.Conv2d(channels, dim, 1)  # the true future maps, into the same space
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Feature maps (B, L, C, h, w) of frames (B, L, C', H, W), in one backbone batch."""
+        maps = self.encode_map(frames.flatten(0, 1))
+        return maps.view(*frames.shape[:2], *maps.shape[1:])
+
+    def predict(self, past_frames: torch.Tensor) -> torch.Tensor:
+        """Predicted future maps (B, future, dim, h, w) from the past frames only."""
+        maps = self.encode_frames(past_frames)
+        batch, past, _, h, w = maps.shape
+        stacked = self.reduce(maps.flatten(0, 1)).view(batch, past * self.dim, h, w)
+        return self.aggregate(stacked).view(batch, self.future, self.dim, h, w)
+
+    def targets(self, future_frames: torch.Tensor) -> torch.Tensor:
+        """The true future maps (B, future, dim, h, w) in the comparison space."""
+        maps = self.encode_frames(future_frames)
+        projected = self.project(maps.flatten(0, 1))
+        return projected.view(*maps.shape[:2], *projected.shape[1:])
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        clips = require_clips(batch, self.name)
+        past, future, _ = split_past_future(clips, self.past, self.future, self.stride)
+        # One row per (clip, future frame, cell), the same order on both sides.
+        predicted = self.predict(past).permute(0, 1, 3, 4, 2).reshape(-1, self.dim)
+        true = self.targets(future).permute(0, 1, 3, 4, 2).reshape(-1, self.dim)
+        loss, accuracy = paired_info_nce(predicted, true, self.temperature)
+        return {"loss": loss, "accuracy": accuracy}
+
+    @torch.no_grad()
+    def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        # `images` are clips (N, T, C, H, W). Each clip's predicted next map is compared, cell
+        # by cell, with the true next maps of all shown clips; the best match is its pick.
+        past, future, _ = split_past_future(images[:8], self.past, self.future, self.stride)
+        predicted = nn.functional.normalize(self.predict(past)[:, 0].flatten(2), dim=1)
+        true = nn.functional.normalize(self.targets(future[:, :1])[:, 0].flatten(2), dim=1)
+        # scores[i, j]: mean over cells of the cosine between clip i's prediction and clip j's.
+        scores = torch.einsum("idc,jdc->ij", predicted, true) / predicted.shape[-1]
+        picked = scores.argmax(1)
+        n = len(picked)
+        grid = torch.stack([past[:, -1], future[:, 0], future[picked, 0]], dim=1).flatten(0, 1)
+        wrong = torch.zeros(n, 3, dtype=torch.bool)
+        wrong[:, 2] = picked.cpu() != torch.arange(n)
+        return {
+            f"DPC: the last past frame, the true next frame, and the next frame its prediction "
+            f"picked among these {n} clips (red: another clip's)": outline(grid, wrong.flatten())
+        }
