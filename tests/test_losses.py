@@ -3,6 +3,9 @@ with one process."""
 
 from __future__ import annotations
 
+import functools
+
+import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -47,29 +50,37 @@ def _make_problem():
     return model, x1, x2
 
 
-def _single_process():
+# The cross-sample losses under test, by name (a name pickles into spawned processes).
+LOSSES = {
+    "nt_xent": lambda a, b: nt_xent(a, b, 0.5),
+    "paired_info_nce": lambda a, b: paired_info_nce(a, b, 0.1)[0],
+}
+
+
+def _single_process(loss_name: str):
     model, x1, x2 = _make_problem()
     z1, z2 = model(torch.cat([x1, x2])).chunk(2)
-    loss = nt_xent(z1, z2, 0.5)
+    loss = LOSSES[loss_name](z1, z2)
     loss.backward()
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-def _rank_worker(rank: int, world: int) -> dict:
+def _rank_worker(loss_name: str, rank: int, world: int) -> dict:
     model, x1, x2 = _make_problem()
     ddp = nn.parallel.DistributedDataParallel(model)
     part = slice(rank * 4, (rank + 1) * 4)
     z1, z2 = ddp(torch.cat([x1[part], x2[part]])).chunk(2)
-    loss = nt_xent(z1, z2, 0.5)
+    loss = LOSSES[loss_name](z1, z2)
     loss.backward()  # DDP averages the gradients across ranks
     mean_loss = loss.detach().clone()
     dist.all_reduce(mean_loss)
     return {"loss": mean_loss / world, "grads": [p.grad for p in model.parameters()]}
 
 
-def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path):
-    expected_loss, expected_grads = _single_process()
-    for got in run_gloo_ranks(_rank_worker, tmp_path):
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+def test_two_gloo_processes_equal_one_process_on_the_whole_batch(tmp_path, loss_name):
+    expected_loss, expected_grads = _single_process(loss_name)
+    for got in run_gloo_ranks(functools.partial(_rank_worker, loss_name), tmp_path):
         assert torch.allclose(got["loss"], expected_loss, atol=1e-6)
         for g, e in zip(got["grads"], expected_grads, strict=True):
             assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()
@@ -89,31 +100,3 @@ def test_paired_info_nce_matches_its_definition():
     _, found = paired_info_nce(k + 0.01 * torch.randn_like(k), k, 0.1)
     _, lost = paired_info_nce(k[torch.randperm(7)], k, 0.1)
     assert found == 1.0 and lost < 1.0
-
-
-def _single_process_paired():
-    model, x1, x2 = _make_problem()
-    q, k = model(torch.cat([x1, x2])).chunk(2)
-    loss, _ = paired_info_nce(q, k, 0.1)
-    loss.backward()
-    return loss.detach(), [p.grad.clone() for p in model.parameters()]
-
-
-def _paired_rank_worker(rank: int, world: int) -> dict:
-    model, x1, x2 = _make_problem()
-    ddp = nn.parallel.DistributedDataParallel(model)
-    part = slice(rank * 4, (rank + 1) * 4)
-    q, k = ddp(torch.cat([x1[part], x2[part]])).chunk(2)
-    loss, _ = paired_info_nce(q, k, 0.1)
-    loss.backward()
-    mean_loss = loss.detach().clone()
-    dist.all_reduce(mean_loss)
-    return {"loss": mean_loss / world, "grads": [p.grad for p in model.parameters()]}
-
-
-def test_paired_info_nce_two_gloo_processes_equal_one_process(tmp_path):
-    expected_loss, expected_grads = _single_process_paired()
-    for got in run_gloo_ranks(_paired_rank_worker, tmp_path):
-        assert torch.allclose(got["loss"], expected_loss, atol=1e-6)
-        for g, e in zip(got["grads"], expected_grads, strict=True):
-            assert torch.allclose(g, e, atol=1e-6), (g - e).abs().max()

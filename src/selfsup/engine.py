@@ -273,9 +273,12 @@ def pretrain(
     *,
     resume: bool = False,
     progress: bool = True,
+    unit: str = "img",
 ) -> dict:
     """Train `task` on `dataset`, writing checkpoints and metrics under `out_dir`.
 
+    `unit` names one sample of a batch on the progress bar (img, clips, seq); the metrics
+    key stays images_per_second whatever it counts.
     Returns a summary {"steps", "seconds", "images_per_second", "final_loss"}. With
     resume=True the run continues from out_dir/checkpoints/last.pt, including the optimizer,
     the schedule, the step and the random state.
@@ -395,7 +398,7 @@ def pretrain(
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
                 bar.update(
-                    step, f"loss {last_logs['loss']:.4f} {record['images_per_second']:.0f} img/s"
+                    step, f"loss {last_logs['loss']:.4f} {record['images_per_second']:.0f} {unit}/s"
                 )
                 window_start, window_images = time.perf_counter(), 0
             if at_checkpoint and step < config.steps:

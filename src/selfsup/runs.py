@@ -83,7 +83,13 @@ def pretrain_run(
         save_recipe(recipe, out_dir)
         if tokenizer is not None:
             tokenizer.save(out_dir)
-        summary = pretrain(task, dataset, out_dir, config, resume=resume, progress=progress)
+        # What one sample of a batch is, for the throughput on the bar and in the summary.
+        clips = getattr(task, "takes_clips", False)
+        unit = "sequences" if tokenizer is not None else "clips" if clips else "images"
+        summary = pretrain(
+            task, dataset, out_dir, config, resume=resume, progress=progress, unit=unit
+        )
+        summary["unit"] = unit
     except Exception:
         # A run that failed before its first checkpoint has nothing worth keeping.
         if created and not (out_dir / CHECKPOINT).exists():
@@ -96,9 +102,6 @@ def pretrain_run(
         out_dir / BACKBONE_DIR,
         extra={"task": recipe.task, "data": recipe.data, "steps": summary["steps"]},
     )
-    # What one sample of the engine's batch is, for the throughput the CLI prints.
-    text, clips = tokenizer is not None, getattr(task, "takes_clips", False)
-    summary["unit"] = "sequences" if text else "clips" if clips else "images"
     return summary
 
 
