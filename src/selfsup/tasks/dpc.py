@@ -108,10 +108,13 @@ class DensePredictiveCoding(Task):
         scores = torch.einsum("idc,jdc->ij", predicted, true) / predicted.shape[-1]
         picked = scores.argmax(1)
         n = len(picked)
-        grid = torch.stack([past[:, -1], future[:, 0], future[picked, 0]], dim=1).flatten(0, 1)
-        wrong = torch.zeros(n, 3, dtype=torch.bool)
-        wrong[:, 2] = picked.cpu() != torch.arange(n)
+        # One column per clip (the report lays pictures out 8 to a row).
+        grid = torch.cat([past[:, -1], future[:, 0], future[picked, 0]])
+        wrong = torch.zeros(3, n, dtype=torch.bool)
+        wrong[2] = picked.cpu() != torch.arange(n)
         return {
-            f"DPC: the last past frame, the true next frame, and the next frame its prediction "
-            f"picked among these {n} clips (red: another clip's)": outline(grid, wrong.flatten())
+            f"DPC, one clip per column: its last past frame, its true next frame, and the next "
+            f"frame its prediction picked among these {n} clips (red: another clip's)": outline(
+                grid, wrong.flatten()
+            )
         }
