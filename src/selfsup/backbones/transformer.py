@@ -105,11 +105,9 @@ class Embeddings(nn.Module):
         self.segments = nn.Embedding(segments, dim) if segments else None
         self.langs = nn.Embedding(langs, dim) if langs else None
 
-    def forward(self, tokens, positions=None, segments=None, langs=None) -> torch.Tensor:
+    def forward(self, tokens, positions, segments=None, langs=None) -> torch.Tensor:
         x = self.tokens(tokens)
         if self.positions is not None:
-            if positions is None:
-                positions = torch.arange(tokens.shape[1], device=tokens.device)
             x = x + self.positions(positions)
         # A model trained with segments / languages always saw one of them: a caller that
         # gives none (e.g. downstream classification of single sentences) gets id 0.
@@ -185,11 +183,9 @@ class TextTransformer(nn.Module):
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds max_len {self.max_len}")
         mask = self.attention_mask(tokens)
-        rotary = None
-        if self.rotary:
-            if positions is None:
-                positions = torch.arange(tokens.shape[1], device=tokens.device)
-            rotary = rotary_angles(positions, self.head_dim)
+        if positions is None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+        rotary = rotary_angles(positions, self.head_dim) if self.rotary else None
         x = self.drop(self.embed(tokens, positions, segments, langs))
         for block in self.blocks:
             x = block(x, mask, self.causal, rotary)

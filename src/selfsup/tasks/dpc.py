@@ -21,19 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.backbones.small_cnn import conv_bn_relu
 from selfsup.errors import SelfSupError
 from selfsup.losses import paired_info_nce
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.clips import map_shape, outline, require_clips
 from selfsup.tasks.future_frame import split_past_future
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]
 
 
 class DensePredictiveCoding(Task):
@@ -62,10 +55,10 @@ class DensePredictiveCoding(Task):
         self.past, self.future, self.stride, self.dim = past, future, stride, dim
         self.temperature = temperature
         channels = map_shape(backbone, image_shape)[0]
-        self.reduce = nn.Sequential(*conv_bn_relu(channels, dim, 1))  # each past map
+        self.reduce = conv_bn_relu(channels, dim, 1)  # each past map
         self.aggregate = nn.Sequential(
-            *conv_bn_relu(past * dim, width, 3),
-            *conv_bn_relu(width, width, 3),
+            conv_bn_relu(past * dim, width),
+            conv_bn_relu(width, width),
             nn.Conv2d(width, future * dim, 1),
         )
         self.project = nn.Conv2d(channels, dim, 1)  # the true future maps, into the same space
