@@ -32,9 +32,13 @@ def nonzero(grad: torch.Tensor | None) -> bool:
     return grad is not None and bool(grad.abs().sum() > 0)
 
 
-@pytest.mark.parametrize("loss", ["hinge", "bce"])
-def test_a_step_updates_both_generator_and_discriminator(digits, loss):
-    task = make_task(loss=loss)
+@pytest.mark.parametrize(
+    "options",
+    [{"loss": "hinge"}, {"loss": "bce"}, {"generator_objective": "feature_matching"}],
+    ids=["hinge", "bce", "feature_matching"],
+)
+def test_a_step_updates_both_generator_and_discriminator(digits, options):
+    task = make_task(**options)
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-3)
     generator = [p.detach().clone() for p in task.generator.parameters()]
     critic = [p.detach().clone() for p in task.critic.parameters()]
@@ -51,8 +55,9 @@ def test_a_step_updates_both_generator_and_discriminator(digits, loss):
     assert all(changed)
 
 
-def test_each_network_gets_gradient_only_from_its_own_loss(digits):
-    task = make_task()
+@pytest.mark.parametrize("objective", ["adversarial", "feature_matching"])
+def test_each_network_gets_gradient_only_from_its_own_loss(digits, objective):
+    task = make_task(generator_objective=objective)
     logs = task({"images": digits})
     logs["g_loss"].backward(retain_graph=True)
     # The generator's loss must not push the discriminator towards calling fakes real.
@@ -120,3 +125,18 @@ def test_pretrain_and_reload_through_the_engine(tmp_path):
 def test_unknown_loss_is_reported():
     with pytest.raises(SelfSupError, match="hinge"):
         make_task(loss="wasserstein")
+    with pytest.raises(SelfSupError, match="feature_matching"):
+        make_task(generator_objective="minimax")
+
+
+def test_feature_matching_is_the_gap_between_mean_real_and_fake_features(digits):
+    task = make_task(generator_objective="feature_matching")
+    torch.manual_seed(1)
+    g_loss = task({"images": digits})["g_loss"]
+    # The same fakes (same noise), by hand, with the critic as it was during the step.
+    torch.manual_seed(1)
+    fakes = task.generator(task.generator.noise(len(digits)))
+    backbone = copy.deepcopy(task.backbone).train()  # batch statistics, as in the step
+    with torch.no_grad():
+        expected = (backbone(digits).mean(0) - backbone(fakes).mean(0)).pow(2).sum()
+    assert torch.allclose(g_loss, expected, rtol=1e-4)

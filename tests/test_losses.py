@@ -54,6 +54,10 @@ def _make_problem():
 LOSSES = {
     "nt_xent": lambda a, b: nt_xent(a, b, 0.5),
     "paired_info_nce": lambda a, b: paired_info_nce(a, b, 0.1)[0],
+    # Two groups of 2-d embeddings: keys are gathered per group.
+    "paired_info_nce_grouped": lambda a, b: paired_info_nce(
+        a.view(len(a), 2, 2), b.view(len(b), 2, 2), 0.1
+    )[0],
 }
 
 
@@ -100,3 +104,12 @@ def test_paired_info_nce_matches_its_definition():
     _, found = paired_info_nce(k + 0.01 * torch.randn_like(k), k, 0.1)
     _, lost = paired_info_nce(k[torch.randperm(7)], k, 0.1)
     assert found == 1.0 and lost < 1.0
+
+
+def test_grouped_paired_info_nce_is_one_contest_per_group():
+    torch.manual_seed(0)
+    q, k = torch.randn(6, 3, 5), torch.randn(6, 3, 5)
+    per_group = [paired_info_nce(q[:, g], k[:, g], 0.2) for g in range(3)]
+    loss, accuracy = paired_info_nce(q, k, 0.2)
+    assert torch.allclose(loss, torch.stack([loss for loss, _ in per_group]).mean(), atol=1e-5)
+    assert torch.allclose(accuracy, torch.stack([acc for _, acc in per_group]).mean())

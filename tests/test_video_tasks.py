@@ -3,6 +3,8 @@ on real Moving MNIST clips, report pictures, and MICLe / SimCLR on the frames of
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -119,6 +121,19 @@ def test_dpc_predicts_from_the_past_and_is_scored_against_the_future():
         DensePredictiveCoding(_backbone(), (1, 32, 32), temperature=0)
 
 
+def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
+    # Four copies of one still clip (so every window is the same): with the same cell of the
+    # other clips as the only candidates, nothing tells the true one apart, whatever the
+    # network: the loss is exactly log 4.
+    copies = clips[:1, :1].expand(4, *clips.shape[1:]).contiguous()
+    torch.manual_seed(0)
+    task = DensePredictiveCoding(_backbone(), (1, 32, 32), past=3, future=2, negatives="same_cell")
+    loss = task.training_step({"clips": copies})["loss"]
+    assert float(loss.detach()) == pytest.approx(math.log(4), abs=1e-4)
+    with pytest.raises(SelfSupError, match="negatives"):
+        DensePredictiveCoding(_backbone(), (1, 32, 32), negatives="others")
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -130,6 +145,9 @@ def test_dpc_predicts_from_the_past_and_is_scored_against_the_future():
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
+        lambda b: DensePredictiveCoding(
+            b, (1, 32, 32), past=3, future=2, dim=16, width=32, negatives="same_cell"
+        ),
     ],
     ids=[
         "frame_order",
@@ -140,6 +158,7 @@ def test_dpc_predicts_from_the_past_and_is_scored_against_the_future():
         "future_frame_bce",
         "frame_order_shifted",
         "dpc",
+        "dpc_same_cell",
     ],
 )
 def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):

@@ -26,7 +26,12 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+    gathered = torch.cat(all_gather(x), dim=0)
+    if gathered.requires_grad:
+        # all_gather's backward hands each rank its slice of the gradient, and a non-contiguous
+        # gradient (e.g. from an einsum) came back wrong under gloo (tests/test_losses.py).
+        gathered.register_hook(lambda grad: grad.contiguous())
+    return gathered
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -60,19 +65,27 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 def paired_info_nce(
     queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CPC's InfoNCE (van den Oord et al. 2018) for aligned (N, D) queries and keys: query i's
+    """CPC's InfoNCE (van den Oord et al. 2018) for aligned queries and keys: query i's
     positive is key i, every other key (gathered across ranks) a negative; both are
     L2-normalised. Returns (loss, top-1 accuracy of the local queries, detached).
 
-    Every rank must hold the same N (all_gather needs equal shapes)."""
-    if queries.shape != keys.shape or queries.ndim != 2:
+    (N, D) tensors: every key is a candidate for every query. (N, G, D) tensors: G separate
+    contests, query (i, g) against the keys (., g) only, e.g. one per place in a feature map so
+    that the place cannot tell the candidates apart. Every rank must hold the same N (all_gather
+    needs equal shapes)."""
+    if queries.shape != keys.shape or queries.ndim not in (2, 3):
         raise ValueError(
-            f"queries and keys must both be (N, D), got {tuple(queries.shape)} and "
-            f"{tuple(keys.shape)}"
+            f"queries and keys must both be (N, D) or (N, G, D), got {tuple(queries.shape)} "
+            f"and {tuple(keys.shape)}"
         )
-    q, k = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
+    q, k = F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)
+    if q.ndim == 2:
+        q, k = q.unsqueeze(1), k.unsqueeze(1)
     rank = dist.get_rank() if _distributed() else 0
-    logits = (q @ gather_with_grad(k).T / temperature).float()
-    positive = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+    # logits[g, i, j]: query (i, g) against key (j, g) of the whole gathered batch.
+    logits = (torch.einsum("igd,jgd->gij", q, gather_with_grad(k)) / temperature).float()
+    groups, n = logits.shape[:2]
+    positive = (torch.arange(n, device=q.device) + rank * n).repeat(groups)
+    logits = logits.flatten(0, 1)
     accuracy = (logits.detach().argmax(1) == positive).float().mean()
     return F.cross_entropy(logits, positive), accuracy

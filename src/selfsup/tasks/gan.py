@@ -13,6 +13,13 @@ the hinge loss (Lim & Ye 2017) by default, which stops pushing the critic once a
 the margin, and spectral norm (Miyato et al. 2018) on the critic's head, which bounds its slope.
 The backbone's BatchNorm running statistics are updated from real images only, since that is
 what the backbone is evaluated on.
+
+`generator_objective: feature_matching` (Salimans et al., "Improved Techniques for Training
+GANs", NeurIPS 2016, https://arxiv.org/abs/1606.03498): the generator matches the batch mean of
+the discriminator's features on real images instead of fooling its score. A generator that
+chases the score loses to a critic that wins early on a CPU budget; one that chases the
+features makes the critic keep them informative, which is what gets transferred (the paper's
+semi-supervised results come from this objective).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.generative import (
     Critic,
@@ -46,10 +54,18 @@ class GAN(Task):
         generator_width: int = 16,
         loss: str = "hinge",
         spectral_norm: bool = True,
+        generator_objective: str = "adversarial",
     ) -> None:
+        """`loss`: the adversarial loss, "hinge" or "bce"; `generator_objective`: "adversarial"
+        (the generator minimises that loss on the critic's scores) or "feature_matching"."""
         super().__init__(backbone)
         check_adversarial_loss(loss)
-        self.loss = loss
+        if generator_objective not in ("adversarial", "feature_matching"):
+            raise SelfSupError(
+                f"unknown generator_objective {generator_objective!r}; use 'adversarial' or "
+                "'feature_matching'"
+            )
+        self.loss, self.generator_objective = loss, generator_objective
         self.generator = Generator(noise_dim, image_shape, generator_width)
         self.critic = Critic(backbone, spectral=spectral_norm)
 
@@ -57,11 +73,16 @@ class GAN(Task):
         real_images = batch["images"]
         self.critic.channels_last = self.channels_last
         fakes = self.generator(self.generator.noise(real_images.shape[0]))
-        real = self.critic(real_images)
+        real, real_features = self.critic(real_images, with_features=True)
         with frozen_norm_stats(self.critic):
             fake = self.critic(fakes.detach())
         d_loss = discriminator_loss(self.loss, real, fake)
-        g_loss = generator_loss(self.loss, score_with_frozen_critic(self.critic, fakes))
+        if self.generator_objective == "feature_matching":
+            _, fake_features = score_with_frozen_critic(self.critic, fakes, with_features=True)
+            gap = real_features.detach().mean(0) - fake_features.mean(0)
+            g_loss = gap.pow(2).sum()
+        else:
+            g_loss = generator_loss(self.loss, score_with_frozen_critic(self.critic, fakes))
         return {
             "loss": d_loss + g_loss,
             "d_loss": d_loss,

@@ -107,10 +107,15 @@ class Critic(nn.Module):
         self.head = spectral_norm(head) if spectral else head
         self.channels_last = False
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Scores (B,), or (scores, the backbone's pooled features) with `with_features`."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(images)).squeeze(1)
+        features = self.backbone(images)
+        scores = self.head(features).squeeze(1)
+        return (scores, features) if with_features else scores
 
 
 @contextlib.contextmanager
@@ -131,15 +136,16 @@ def frozen_norm_stats(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def score_with_frozen_critic(critic: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The critic's scores with its parameters detached: gradient reaches only `images`.
+def score_with_frozen_critic(critic: nn.Module, images: torch.Tensor, **kwargs):
+    """The critic's output (kwargs go to its forward) with its parameters detached: gradient
+    reaches only `images`.
 
     This is how a generator loss and a discriminator loss share ONE optimizer: the generator's
     loss cannot move the critic towards the generator's objective.
     """
     params = {name: p.detach() for name, p in critic.named_parameters()}
     with frozen_norm_stats(critic):
-        return functional_call(critic, params, (images,))
+        return functional_call(critic, params, (images,), kwargs)
 
 
 def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""Linear probe of every layer of a pretrained text Transformer, at one label fraction.
+
+    python benchmarks/text_layer_probe.py sst2_mlm_rotary sst2_clm_long --labels 1%
+
+For each finished run in runs/bench/NAME: the mean over real tokens of the token embeddings
+(layer 0), of each block's output, and of the final (normed) states, each with logistic
+regression on the same stratified label subset the evaluation uses (seed 0), scored on the
+run's evaluation test split; then all layers concatenated. Answers whether a lower layer holds
+more of the downstream label than the last one, which the linear-probe rows read.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from selfsup.backbones.transformer import PAD_ID
+from selfsup.evaluate.labels import stratified_subset
+from selfsup.recipe import load_run
+from selfsup.runs import run_backbone
+from selfsup.text.build import labeled_text, text_options
+from selfsup.text.data import LabeledText
+from selfsup.text.finetune import logistic_regression_accuracy
+from selfsup.text.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@torch.no_grad()
+def layer_features(backbone, data: LabeledText, batch_size: int = 256) -> torch.Tensor:
+    """(N, depth + 2, dim): mean-pooled embeddings, each block's output, the final states."""
+    states: list[torch.Tensor] = []
+    modules = [backbone.embed, *backbone.blocks]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: states.append(out)) for m in modules]
+    try:
+        order = torch.argsort(data.texts.lengths())
+        out = torch.empty(len(data), len(modules) + 1, backbone.feature_dim)
+        for start in range(0, len(data), batch_size):
+            idx = order[start : start + batch_size]
+            tokens = data.get_batch(idx)["tokens"]
+            states.clear()
+            final = backbone(tokens)
+            keep = (tokens != PAD_ID).unsqueeze(-1).float()
+            pooled = [(h * keep).sum(1) / keep.sum(1).clamp(min=1) for h in [*states, final]]
+            out[idx] = torch.stack(pooled, 1)
+        return out
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", help="text runs in runs/bench/")
+    parser.add_argument("--labels", default="1%", help="label fraction, e.g. 1%% or 0.1")
+    args = parser.parse_args()
+    fraction = float(args.labels.rstrip("%")) / (100 if args.labels.endswith("%") else 1)
+    for name in args.names:
+        run = ROOT / "runs" / "bench" / name
+        recipe, tokenizer = load_run(run), load_tokenizer(run)
+        backbone = run_backbone(run).eval()
+        opts, encoder = text_options(recipe), not backbone.causal
+        spec = recipe.evaluate.get("data", recipe.data)
+        train = labeled_text(spec, "train", tokenizer, opts, encoder, backbone.max_len)
+        test = labeled_text(spec, "test", tokenizer, opts, encoder, backbone.max_len, train.classes)
+        idx = stratified_subset(train.labels, fraction, 0)
+        # Only the labelled subset is embedded: the probe never sees the other train texts.
+        train_x = layer_features(backbone, train.subset(idx))
+        test_x = layer_features(backbone, test)
+        y = train.labels[idx]
+        print(f"{name}: {len(idx)} labels, accuracy on {len(test)} test texts")
+        names = ["embeddings", *[f"block {i + 1}" for i in range(len(backbone.blocks))], "final"]
+        for layer, label in enumerate(names):
+            accuracy = logistic_regression_accuracy(
+                train_x[:, layer], y, test_x[:, layer], test.labels
+            )
+            print(f"  {label:<12} {accuracy:.3f}")
+        concat = logistic_regression_accuracy(train_x.flatten(1), y, test_x.flatten(1), test.labels)
+        print(f"  {'all layers':<12} {concat:.3f}")
+
+
+if __name__ == "__main__":
+    main()
