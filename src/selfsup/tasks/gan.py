@@ -16,10 +16,9 @@ what the backbone is evaluated on.
 
 `generator_objective: feature_matching` (Salimans et al., "Improved Techniques for Training
 GANs", NeurIPS 2016, https://arxiv.org/abs/1606.03498): the generator matches the batch mean of
-the discriminator's features on real images instead of fooling its score. A generator that
-chases the score loses to a critic that wins early on a CPU budget; one that chases the
-features makes the critic keep them informative, which is what gets transferred (the paper's
-semi-supervised results come from this objective).
+the discriminator's features on real images instead of fooling its score; the paper's
+semi-supervised results come from this objective. Measured here on a CPU budget, it is the best
+of the variants but still below a random network (docs/results_extra.md).
 """
 
 from __future__ import annotations
