@@ -12,7 +12,7 @@ from selfsup.data import load_images
 from selfsup.errors import SelfSupError
 from selfsup.recipe import Recipe
 from selfsup.runs import pretrain_run, trained_task
-from selfsup.tasks.gan import GAN
+from selfsup.tasks.gan import GAN, diff_augment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,8 +34,13 @@ def nonzero(grad: torch.Tensor | None) -> bool:
 
 @pytest.mark.parametrize(
     "options",
-    [{"loss": "hinge"}, {"loss": "bce"}, {"generator_objective": "feature_matching"}],
-    ids=["hinge", "bce", "feature_matching"],
+    [
+        {"loss": "hinge"},
+        {"loss": "bce"},
+        {"generator_objective": "feature_matching"},
+        {"generator_objective": "feature_matching", "diff_augment": True},
+    ],
+    ids=["hinge", "bce", "feature_matching", "diff_augment"],
 )
 def test_a_step_updates_both_generator_and_discriminator(digits, options):
     task = make_task(**options)
@@ -55,9 +60,10 @@ def test_a_step_updates_both_generator_and_discriminator(digits, options):
     assert all(changed)
 
 
+@pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("objective", ["adversarial", "feature_matching"])
-def test_each_network_gets_gradient_only_from_its_own_loss(digits, objective):
-    task = make_task(generator_objective=objective)
+def test_each_network_gets_gradient_only_from_its_own_loss(digits, objective, augment):
+    task = make_task(generator_objective=objective, diff_augment=augment)
     logs = task({"images": digits})
     logs["g_loss"].backward(retain_graph=True)
     # The generator's loss must not push the discriminator towards calling fakes real.
@@ -140,3 +146,17 @@ def test_feature_matching_is_the_gap_between_mean_real_and_fake_features(digits)
     with torch.no_grad():
         expected = (backbone(digits).mean(0) - backbone(fakes).mean(0)).pow(2).sum()
     assert torch.allclose(g_loss, expected, rtol=1e-4)
+
+
+def test_diff_augment_shifts_and_cuts_out_and_passes_gradient_back():
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 16, 16, requires_grad=True)
+    out = diff_augment(images)
+    assert out.shape == images.shape
+    # Cutout: every image loses a square of side 16 // 2 + 1 = 9 at most, 5 x 5 at least
+    # (a corner centre); translation pads with zeros, so nothing new is added.
+    zeros = (out.detach() == 0).flatten(1).sum(1)
+    assert (zeros >= 25).all()
+    assert not torch.equal(out.detach(), images.detach())
+    out.sum().backward()  # the generator's gradient goes through the augmentation
+    assert images.grad is not None and images.grad.abs().sum() > 0
