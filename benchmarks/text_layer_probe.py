@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from selfsup.backbones.transformer import PAD_ID
+from selfsup.backbones.transformer import mean_over_tokens
 from selfsup.evaluate.labels import stratified_subset
 from selfsup.recipe import load_run
 from selfsup.runs import run_backbone
@@ -42,8 +42,7 @@ def layer_features(backbone, data: LabeledText, batch_size: int = 256) -> torch.
             tokens = data.get_batch(idx)["tokens"]
             states.clear()
             final = backbone(tokens)
-            keep = (tokens != PAD_ID).unsqueeze(-1).float()
-            pooled = [(h * keep).sum(1) / keep.sum(1).clamp(min=1) for h in [*states, final]]
+            pooled = [mean_over_tokens(h, tokens) for h in [*states, final]]
             out[idx] = torch.stack(pooled, 1)
         return out
     finally:

@@ -210,14 +210,19 @@ class TextTransformer(nn.Module):
         a [CLS] state that was never trained to sum up a sentence is a poor frozen feature)."""
         hidden = self(tokens, **kwargs)
         if pool == "mean":
-            keep = (tokens != PAD_ID).unsqueeze(-1).to(hidden.dtype)
-            return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+            return mean_over_tokens(hidden, tokens)
         if pool is not None:
             raise ValueError(f"unknown pool {pool!r}; use None or 'mean'")
         if not self.causal:
             return hidden[:, 0]
         last = (tokens != PAD_ID).sum(1).clamp(min=1) - 1
         return hidden[torch.arange(tokens.shape[0], device=tokens.device), last]
+
+
+def mean_over_tokens(states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, dim) mean of per-token states (B, T, dim) over the real (non-[PAD]) tokens."""
+    keep = (tokens != PAD_ID).unsqueeze(-1).to(states.dtype)
+    return (states * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
 def _init(module: nn.Module) -> None:

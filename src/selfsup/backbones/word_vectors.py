@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from selfsup.backbones.transformer import PAD_ID
+from selfsup.backbones.transformer import PAD_ID, mean_over_tokens
 
 
 class WordVectors(nn.Module):
@@ -29,5 +29,4 @@ class WordVectors(nn.Module):
 
     def features(self, tokens: torch.Tensor, **_unused) -> torch.Tensor:
         """Mean of the non-pad token vectors (B, dim)."""
-        keep = (tokens != PAD_ID).unsqueeze(-1).float()
-        return (self.vectors(tokens) * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return mean_over_tokens(self.vectors(tokens), tokens)

@@ -94,9 +94,9 @@ class DensePredictiveCoding(Task):
         clips = require_clips(batch, self.name)
         past, future, _ = split_past_future(clips, self.past, self.future, self.stride)
         # (clip, future frame * cell, dim), the same order on both sides.
-        batch = past.shape[0]
-        predicted = self.predict(past).permute(0, 1, 3, 4, 2).reshape(batch, -1, self.dim)
-        true = self.targets(future).permute(0, 1, 3, 4, 2).reshape(batch, -1, self.dim)
+        n = past.shape[0]
+        predicted = self.predict(past).permute(0, 1, 3, 4, 2).reshape(n, -1, self.dim)
+        true = self.targets(future).permute(0, 1, 3, 4, 2).reshape(n, -1, self.dim)
         if self.negatives == "all":  # one contest over every (clip, frame, cell)
             predicted, true = predicted.flatten(0, 1), true.flatten(0, 1)
         loss, accuracy = paired_info_nce(predicted, true, self.temperature)

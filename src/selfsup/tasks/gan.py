@@ -38,6 +38,7 @@ from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.generative import (
     Critic,
     Generator,
+    box_mask,
     check_adversarial_loss,
     discriminator_loss,
     frozen_norm_stats,
@@ -51,12 +52,11 @@ SHOW_SEED = 0
 def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
     """Zero one size x size square per image, centred anywhere (clipped at the borders)."""
     b, _, height, width = images.shape
-    centre_y = torch.randint(0, height, (b, 1, 1), device=images.device)
-    centre_x = torch.randint(0, width, (b, 1, 1), device=images.device)
-    rows = torch.arange(height, device=images.device).view(1, -1, 1)
-    cols = torch.arange(width, device=images.device).view(1, 1, -1)
-    hidden = ((rows - centre_y).abs() <= size // 2) & ((cols - centre_x).abs() <= size // 2)
-    return images * (~hidden).unsqueeze(1).to(images.dtype)
+    centre_y = torch.randint(0, height, (b,), device=images.device)
+    centre_x = torch.randint(0, width, (b,), device=images.device)
+    side = 2 * (size // 2) + 1  # odd, so the square is centred on its pixel
+    hidden = box_mask(centre_y - size // 2, centre_x - size // 2, side, side, height, width)
+    return images * (1 - hidden).to(images.dtype)
 
 
 def diff_augment(images: torch.Tensor) -> torch.Tensor:

@@ -169,6 +169,18 @@ def check_adversarial_loss(kind: str) -> None:
         )
 
 
+def box_mask(
+    top: torch.Tensor, left: torch.Tensor, box_height: int, box_width: int, height: int, width: int
+) -> torch.Tensor:
+    """(n, 1, H, W) float mask, 1 = inside image i's box of box_height x box_width pixels whose
+    top-left corner is (top[i], left[i]); a box reaching past the border is clipped."""
+    top, left = top.view(-1, 1, 1, 1), left.view(-1, 1, 1, 1)
+    rows = torch.arange(height, device=top.device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=top.device).view(1, 1, 1, width)
+    inside = (rows >= top) & (rows < top + box_height) & (cols >= left) & (cols < left + box_width)
+    return inside.float()
+
+
 def hide(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Replace the masked pixels (mask (B, 1, H, W), 1 = hidden) by the visible mean.
 

@@ -23,6 +23,7 @@ from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.generative import (
     Critic,
     ImageDecoder,
+    box_mask,
     discriminator_loss,
     generator_loss,
     hide,
@@ -49,12 +50,9 @@ def center_mask(n: int, height: int, width: int, device=None) -> torch.Tensor:
 def block_mask(n: int, height: int, width: int, device=None) -> torch.Tensor:
     """A block of the central block's size at a uniformly random place in each image."""
     h, w = height // 2, width // 2
-    top = torch.randint(0, height - h + 1, (n, 1, 1, 1), device=device)
-    left = torch.randint(0, width - w + 1, (n, 1, 1, 1), device=device)
-    rows = torch.arange(height, device=device).view(1, 1, height, 1)
-    cols = torch.arange(width, device=device).view(1, 1, 1, width)
-    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-    return inside.float()
+    top = torch.randint(0, height - h + 1, (n,), device=device)
+    left = torch.randint(0, width - w + 1, (n,), device=device)
+    return box_mask(top, left, h, w, height, width)
 
 
 def random_mask(n: int, height: int, width: int, device=None) -> torch.Tensor:
