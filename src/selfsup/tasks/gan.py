@@ -17,8 +17,8 @@ what the backbone is evaluated on.
 `generator_objective: feature_matching` (Salimans et al., "Improved Techniques for Training
 GANs", NeurIPS 2016, https://arxiv.org/abs/1606.03498): the generator matches the batch mean of
 the discriminator's features on real images instead of fooling its score; the paper's
-semi-supervised results come from this objective. Measured here on a CPU budget, it is the best
-of the variants but still below a random network (docs/results_extra.md).
+semi-supervised results come from this objective. Measured here on a CPU budget, it lifts the
+GAN's features, but not above a random network's (docs/results_extra.md).
 
 `diff_augment: true` (Zhao et al., "Differentiable Augmentation for Data-Efficient GAN
 Training", NeurIPS 2020, https://arxiv.org/abs/2006.10738): the critic sees reals and fakes only
