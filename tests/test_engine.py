@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfsup.engine import CHECKPOINT, BatchOrder, TrainConfig, load_checkpoint
+from selfsup.engine import (
+    CHECKPOINT,
+    BatchOrder,
+    TrainConfig,
+    kept_checkpoint,
+    load_checkpoint,
+)
 from selfsup.errors import SelfSupError
+from selfsup.optim import make_optimizer
 from selfsup.recipe import Recipe, load_run
 from selfsup.runs import pretrain_run, run_backbone
 
@@ -201,6 +208,34 @@ def test_train_config_rejects_unknown_keys_and_bad_values():
         TrainConfig(precision="8")
     with pytest.raises(SelfSupError, match="steps must be at least 1"):
         TrainConfig(steps=0)
+    with pytest.raises(SelfSupError, match="momentum must be in"):
+        TrainConfig(momentum=1.0)
+
+
+def test_keep_every_keeps_the_checkpoints_of_those_steps(tmp_path):
+    run = tmp_path / "kept"
+    pretrain_run(tiny_recipe("rotation", steps=6, keep_every=3), run, progress=False)
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step_*.pt"))
+    assert kept == [Path(kept_checkpoint(3)).name, Path(kept_checkpoint(6)).name]
+    assert load_checkpoint(run / kept_checkpoint(3))["step"] == 3
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            load_checkpoint(run / kept_checkpoint(6))["task"].values(),
+            task_weights(run).values(),
+            strict=True,
+        )
+    )
+    with pytest.raises(SelfSupError, match="multiple of checkpoint_every"):
+        TrainConfig(checkpoint_every=3, keep_every=4)
+
+
+def test_momentum_is_adamw_beta1():
+    """GAN recipes set DCGAN's Adam beta1 = 0.5 through `momentum`; the default stays 0.9."""
+    model = torch.nn.Linear(3, 2)
+    assert make_optimizer(model, "adamw").param_groups[0]["betas"] == (0.9, 0.999)
+    dcgan = make_optimizer(model, "adamw", lr=2e-4, momentum=0.5)
+    assert all(group["betas"] == (0.5, 0.999) for group in dcgan.param_groups)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars", "adamw"])

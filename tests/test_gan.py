@@ -12,7 +12,7 @@ from selfsup.data import load_images
 from selfsup.errors import SelfSupError
 from selfsup.recipe import Recipe
 from selfsup.runs import pretrain_run, trained_task
-from selfsup.tasks.gan import GAN, diff_augment
+from selfsup.tasks.gan import GAN, diff_augment, r1_penalty
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,8 +39,9 @@ def nonzero(grad: torch.Tensor | None) -> bool:
         {"loss": "bce"},
         {"generator_objective": "feature_matching"},
         {"generator_objective": "feature_matching", "diff_augment": True},
+        {"r1_weight": 1.0},
     ],
-    ids=["hinge", "bce", "feature_matching", "diff_augment"],
+    ids=["hinge", "bce", "feature_matching", "diff_augment", "r1"],
 )
 def test_a_step_updates_both_generator_and_discriminator(digits, options):
     task = make_task(**options)
@@ -60,10 +61,11 @@ def test_a_step_updates_both_generator_and_discriminator(digits, options):
     assert all(changed)
 
 
+@pytest.mark.parametrize("r1_weight", [0.0, 1.0])
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("objective", ["adversarial", "feature_matching"])
-def test_each_network_gets_gradient_only_from_its_own_loss(digits, objective, augment):
-    task = make_task(generator_objective=objective, diff_augment=augment)
+def test_each_network_gets_gradient_only_from_its_own_loss(digits, objective, augment, r1_weight):
+    task = make_task(generator_objective=objective, diff_augment=augment, r1_weight=r1_weight)
     logs = task({"images": digits})
     logs["g_loss"].backward(retain_graph=True)
     # The generator's loss must not push the discriminator towards calling fakes real.
@@ -160,3 +162,24 @@ def test_diff_augment_shifts_and_cuts_out_and_passes_gradient_back():
     assert not torch.equal(out.detach(), images.detach())
     out.sum().backward()  # the generator's gradient goes through the augmentation
     assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_r1_penalty_is_half_the_squared_gradient_norm_at_the_reals():
+    torch.manual_seed(0)
+    weights, images = torch.randn(1, 2, 3, 3), torch.rand(5, 2, 3, 3, requires_grad=True)
+    linear = (images * weights).flatten(1).sum(1)
+    scores = linear**2  # gradient 2 * linear * weights
+    expected = 0.5 * ((2 * linear.detach()) ** 2 * weights.pow(2).sum()).mean()
+    assert torch.allclose(r1_penalty(scores, images), expected)
+
+
+def test_r1_weight_adds_the_penalty_to_the_critic_loss(digits):
+    plain, penalised = make_task(), make_task(r1_weight=10.0)
+    torch.manual_seed(2)
+    plain_logs = plain({"images": digits})
+    torch.manual_seed(2)
+    logs = penalised({"images": digits})
+    assert logs["r1"] > 0
+    assert torch.allclose(logs["d_loss"], plain_logs["d_loss"] + 10.0 * logs["r1"])
+    with pytest.raises(SelfSupError, match="r1_weight"):
+        make_task(r1_weight=-1.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -31,6 +32,11 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 CHECKPOINT = "checkpoints/last.pt"
 
 
+def kept_checkpoint(step: int) -> str:
+    """Where `keep_every` keeps the checkpoint of `step`, relative to the run directory."""
+    return f"checkpoints/step_{step:07d}.pt"
+
+
 @dataclass
 class TrainConfig:
     """How to train; every field is a CLI flag and a recipe key."""
@@ -40,13 +46,14 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float | None = None  # None: the optimizer's default (selfsup.optim.DEFAULT_LR)
     weight_decay: float = 1e-4
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd / lars momentum; adamw's beta1
     warmup_steps: int | None = None  # None: 5% of steps
     precision: str = "32"
     accelerator: str = "auto"  # "cpu", "cuda", "auto"
     devices: int = 1
     num_nodes: int = 1
     checkpoint_every: int = 500
+    keep_every: int = 0  # >0: also keep checkpoints/step_N.pt every N steps (N a checkpoint step)
     log_every: int = 10
     seed: int = 0
     num_workers: int = 2  # only for lazily loaded sources (image folders)
@@ -72,6 +79,13 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise SelfSupError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.keep_every < 0 or (self.keep_every and self.keep_every % self.checkpoint_every):
+            raise SelfSupError(
+                f"keep_every must be 0 (off) or a multiple of checkpoint_every "
+                f"({self.checkpoint_every}), got {self.keep_every}"
+            )
+        if not 0.0 <= float(self.momentum) < 1.0:
+            raise SelfSupError(f"momentum must be in [0, 1), got {self.momentum}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -341,6 +355,9 @@ def pretrain(
                 },
                 out_dir / CHECKPOINT,
             )
+            if config.keep_every and step % config.keep_every == 0:
+                # A copy, not a link: the next save replaces last.pt by renaming over it.
+                shutil.copyfile(out_dir / CHECKPOINT, out_dir / kept_checkpoint(step))
         fabric.barrier()
 
     bar = _Progress(config.steps, start_step, progress and rank == 0)

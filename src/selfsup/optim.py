@@ -94,7 +94,8 @@ def make_optimizer(
         group.pop("lars_exclude", None)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=lr)
+    # `momentum` is Adam's beta1: GANs train with 0.5 (Radford et al. 2016), the rest with 0.9.
+    return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
 
 
 def warmup_cosine(

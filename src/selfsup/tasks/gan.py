@@ -8,9 +8,10 @@ transfers the discriminator's conv features). Both networks update in every step
 engine's ONE optimizer: the discriminator loss sees detached fakes, and the generator loss goes
 through the discriminator with detached parameters, so neither loss trains the other network.
 
-Stability without DCGAN's Adam beta1 = 0.5 (the engine's AdamW is shared by all parameters):
-the hinge loss (Lim & Ye 2017) by default, which stops pushing the critic once a sample is past
-the margin, and spectral norm (Miyato et al. 2018) on the critic's head, which bounds its slope.
+Stability: DCGAN's Adam beta1 = 0.5 is the recipe's `momentum: 0.5` (one AdamW serves both
+networks); the hinge loss (Lim & Ye 2017) by default, which stops pushing the critic once a
+sample is past the margin, and spectral norm (Miyato et al. 2018) on the critic's head, which
+bounds its slope.
 The backbone's BatchNorm running statistics are updated from real images only, since that is
 what the backbone is evaluated on.
 
@@ -25,6 +26,12 @@ Training", NeurIPS 2020, https://arxiv.org/abs/2006.10738): the critic sees real
 through the same random translation (1/8 of the side) and cutout (a square of half the side),
 differentiable so the generator still gets its gradient. It takes away pixel-exact cues, such as
 upsampling stripes, by which a critic tells fakes apart without learning what objects look like.
+
+`r1_weight` > 0 (Mescheder, Geiger, Nowozin, "Which Training Methods for GANs do actually
+Converge?", ICML 2018, https://arxiv.org/abs/1801.04406): the critic also pays gamma/2 times the
+squared norm of its gradient at real images. Spectral norm on the head alone does not stop the
+backbone (BatchNorm included) from growing steep enough to win outright within a few hundred
+steps; the penalty does.
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ from selfsup.tasks.generative import (
 )
 
 SHOW_SEED = 0
+
+
+def r1_penalty(real_scores: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """Half the mean squared norm of the critic's gradient at the real images (Mescheder et al.
+    2018); differentiable, so the critic learns to be flat around the data."""
+    (grad,) = torch.autograd.grad(real_scores.sum(), real_images, create_graph=True)
+    return 0.5 * grad.pow(2).flatten(1).sum(1).mean()
 
 
 def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -79,11 +93,16 @@ class GAN(Task):
         spectral_norm: bool = True,
         generator_objective: str = "adversarial",
         diff_augment: bool = False,
+        r1_weight: float = 0.0,
     ) -> None:
         """`loss`: the adversarial loss, "hinge" or "bce"; `generator_objective`: "adversarial"
-        (the generator minimises that loss on the critic's scores) or "feature_matching"."""
+        (the generator minimises that loss on the critic's scores) or "feature_matching";
+        `r1_weight`: gamma of the R1 gradient penalty on real images (0 = off)."""
         super().__init__(backbone)
         check_adversarial_loss(loss)
+        if r1_weight < 0:
+            raise SelfSupError(f"r1_weight must be >= 0, got {r1_weight}")
+        self.r1_weight = float(r1_weight)
         if generator_objective not in ("adversarial", "feature_matching"):
             raise SelfSupError(
                 f"unknown generator_objective {generator_objective!r}; use 'adversarial' or "
@@ -100,10 +119,16 @@ class GAN(Task):
         fakes = self.generator(self.generator.noise(real_images.shape[0]))
         if self.augment:
             real_images, fakes = diff_augment(real_images), diff_augment(fakes)
+        if self.r1_weight:
+            real_images = real_images.detach().requires_grad_(True)
         real, real_features = self.critic(real_images, with_features=True)
         with frozen_norm_stats(self.critic):
             fake = self.critic(fakes.detach())
         d_loss = discriminator_loss(self.loss, real, fake)
+        logs = {}
+        if self.r1_weight:
+            logs["r1"] = r1_penalty(real, real_images)
+            d_loss = d_loss + self.r1_weight * logs["r1"]
         if self.generator_objective == "feature_matching":
             _, fake_features = score_with_frozen_critic(self.critic, fakes, with_features=True)
             gap = real_features.detach().mean(0) - fake_features.mean(0)
@@ -116,6 +141,7 @@ class GAN(Task):
             "g_loss": g_loss,
             "d_real": real.mean(),
             "d_fake": fake.mean(),
+            **logs,
         }
 
     @torch.no_grad()
