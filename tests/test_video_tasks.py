@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from selfsup.backbones import build_backbone
 from selfsup.data import load_images
@@ -69,10 +70,13 @@ def test_odd_one_out_has_exactly_one_shuffled_subsequence(clips):
     assert torch.equal(frames[3, 1, 2], clips[3, index[3, 1, 2]])
 
 
-def test_future_frame_predictor_never_sees_the_frames_it_predicts():
+@pytest.mark.parametrize("reconstruct", [False, True], ids=["future", "composite"])
+def test_future_frame_predictor_never_sees_the_frames_it_predicts(reconstruct):
     # Frame t of every clip is filled with the value t / 100, so each input reveals its time.
     clips = (torch.arange(20).float() / 100).view(1, 20, 1, 1, 1).expand(4, 20, 1, 32, 32)
-    task = FutureFrame(_backbone(), (1, 32, 32), past=5, future=3, stride=2)
+    task = FutureFrame(
+        _backbone(), (1, 32, 32), past=5, future=3, stride=2, reconstruct=reconstruct
+    )
     seen: list[torch.Tensor] = []
     encode, encode_map = task.encode, task.encode_map  # the frames reach the backbone here
     task.encode = lambda frames: seen.append(frames) or encode(frames)
@@ -91,6 +95,24 @@ def test_future_frame_predictor_never_sees_the_frames_it_predicts():
     past = clips[:, :5].contiguous()
     task.eval()
     assert torch.equal(task.predict(past), task.predict(past.clone()))
+
+
+def test_composite_future_frame_also_redraws_the_past_it_was_given(clips):
+    task = FutureFrame(_backbone(), (1, 32, 32), past=4, future=2, reconstruct=True).eval()
+    past = clips[:, :4].contiguous()
+    assert task.draw_logits(past).shape == (16, 6, 1, 32, 32)
+    assert task.predict(past).shape == (16, 2, 1, 32, 32)  # the future alone
+    torch.manual_seed(0)
+    logs = task.training_step({"clips": clips})
+    # The L1 loss is the mean over all drawn frames: 2 future ones and 4 redrawn past ones.
+    expected = (2 * logs["l1"] + 4 * logs["past_l1"]) / 6
+    assert torch.allclose(logs["loss"], expected, atol=1e-6)
+    torch.manual_seed(0)
+    past, _, _ = split_past_future(clips, 4, 2)
+    redrawn = torch.sigmoid(task.draw_logits(past))[:, 2:]
+    assert torch.allclose(logs["past_l1"], F.l1_loss(redrawn, past), atol=1e-6)
+    with pytest.raises(SelfSupError, match="needs predictor: conv"):
+        FutureFrame(_backbone(), (1, 32, 32), predictor="gru", reconstruct=True)
 
 
 def test_dpc_predicts_from_the_past_and_is_scored_against_the_future():
@@ -143,6 +165,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         lambda b: FrameOrder(b, (1, 32, 32), readout="pooled"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, predictor="gru"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
+        lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, reconstruct=True),
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
         lambda b: DensePredictiveCoding(
@@ -156,6 +179,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         "frame_order_pooled",
         "future_frame_gru",
         "future_frame_bce",
+        "future_frame_composite",
         "frame_order_shifted",
         "dpc",
         "dpc_same_cell",

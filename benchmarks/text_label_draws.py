@@ -1,0 +1,136 @@
+"""Few-label text accuracy over several draws of the labelled subset: mean, spread, paired gaps.
+
+    python benchmarks/text_label_draws.py --word2vec sst2_word2vec --finetune sst2_clm_long \
+        --labels 1% --draws 10
+
+At 1% of SST-2 (674 sentences) the accuracy of one method on the 872 dev sentences moves by a
+few points with the draw of the labelled sentences alone, as much as the gaps the text table
+reads. So, for each draw (seed 0 .. N-1; stratified subsets exactly as `selfsup evaluate
+--seed S` draws them, seed 0 being the table's):
+
+- TF-IDF of words and bigrams + logistic regression (the evaluation's `tfidf` row);
+- each --word2vec run's averaged vectors + logistic regression (its `linear` row);
+- each --finetune run fine-tuned with the evaluation's budget and learning rate (its `finetune`
+  row), and, once, the first such run's Transformer trained from scratch (the `supervised` row).
+
+Runs are runs/bench/NAME (or a path). Prints every draw, then per method the mean and standard
+deviation over draws and the paired difference against TF-IDF and against the from-scratch
+Transformer (mean and its standard error over draws): the draws are shared, so the paired
+difference cancels how easy a draw was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from selfsup.evaluate.baselines import random_init_backbone
+from selfsup.evaluate.labels import stratified_subset
+from selfsup.recipe import load_run
+from selfsup.runs import run_backbone
+from selfsup.text.build import labeled_text, text_options
+from selfsup.text.evaluate import FINETUNE
+from selfsup.text.finetune import (
+    budget_steps,
+    finetune_text,
+    logistic_regression_accuracy,
+    text_features,
+    tfidf_accuracy,
+)
+from selfsup.text.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = "tsv:../shared/data/sst2/train.tsv,../shared/data/sst2/dev.tsv"
+
+
+def run_path(name: str) -> Path:
+    path = Path(name) if Path(name).exists() else ROOT / "runs" / "bench" / name
+    if not (path / "checkpoints").is_dir():
+        raise SystemExit(f"{name}: no finished run at {path} (run its benchmark first)")
+    return path
+
+
+def load_text_run(path: Path, data: str):
+    """(backbone, train, test, recipe) with the run's own tokenizer."""
+    recipe, tokenizer, backbone = load_run(path), load_tokenizer(path), run_backbone(path)
+    encoder = not getattr(backbone, "causal", False)
+    max_len = getattr(backbone, "max_len", 512)
+    opts = text_options(recipe)
+    train = labeled_text(data, "train", tokenizer, opts, encoder, max_len)
+    test = labeled_text(data, "test", tokenizer, opts, encoder, max_len, train.classes)
+    return backbone, train, test, recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--word2vec", nargs="*", default=[], help="word2vec runs (linear probe)")
+    parser.add_argument("--finetune", nargs="*", default=[], help="Transformer runs to fine-tune")
+    parser.add_argument("--data", default=SST2, help="labelled tsv:TRAIN,TEST (default SST-2)")
+    parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
+    parser.add_argument("--draws", type=int, default=10, help="label draws (seeds 0..N-1)")
+    args = parser.parse_args()
+    fraction = float(args.labels.rstrip("%")) / 100
+    accuracy: dict[str, list[float]] = {}
+
+    def record(method: str, seed: int, value: float, started: float) -> None:
+        accuracy.setdefault(method, []).append(value)
+        print(f"draw {seed}  {method:<28} {value:.3f}  ({time.perf_counter() - started:.0f} s)",
+              flush=True)  # fmt: skip
+
+    frozen = {}
+    for name in args.word2vec:
+        backbone, train, test, _ = load_text_run(run_path(name), args.data)
+        frozen[f"word2vec {name}"] = (
+            text_features(backbone, train), text_features(backbone, test), train, test
+        )  # fmt: skip
+    tuned = {name: load_text_run(run_path(name), args.data) for name in args.finetune}
+    reference = next(iter(frozen.values()), None) or next(iter(tuned.values()), None)
+    if reference is None:
+        raise SystemExit("give at least one --word2vec or --finetune run")
+    labels = reference[2].labels  # every run reads the same sentences in the same order
+
+    for seed in range(args.draws):
+        idx = stratified_subset(labels, fraction, seed)
+        started = time.perf_counter()
+        record("tfidf", seed, tfidf_accuracy(reference[2].subset(idx), reference[3]), started)
+        for method, (train_x, test_x, train, test) in frozen.items():
+            started = time.perf_counter()
+            value = logistic_regression_accuracy(train_x[idx], train.labels[idx], test_x,
+                                                 test.labels)  # fmt: skip
+            record(method, seed, value, started)
+        for position, (name, (backbone, train, test, recipe)) in enumerate(tuned.items()):
+            ft = {**FINETUNE, **{k: recipe.evaluate[k] for k in FINETUNE if k in recipe.evaluate}}
+            steps = budget_steps(len(idx), ft["batch_size"], ft["epochs"], ft["max_steps"])
+            budget = {"steps": steps, "batch_size": ft["batch_size"], "seed": seed}
+            started = time.perf_counter()
+            value = finetune_text(backbone, train.subset(idx), test, lr=ft["lr"], **budget)
+            record(f"fine-tuned {name}", seed, value, started)
+            if position == 0:
+                fresh = random_init_backbone(backbone, seed)
+                started = time.perf_counter()
+                value = finetune_text(fresh, train.subset(idx), test, lr=ft["scratch_lr"],
+                                      **budget)  # fmt: skip
+                record("from scratch", seed, value, started)
+
+    print(f"\n{args.labels} labels ({len(idx)}), {args.draws} draws\n")
+    print("| method | mean | sd | minus TF-IDF (± se) | minus from scratch (± se) |")
+    print("|---|---:|---:|---:|---:|")
+    for method, values in accuracy.items():
+        cells = [f"{statistics.mean(values):.3f}", f"{statistics.stdev(values):.3f}"]
+        for other in ("tfidf", "from scratch"):
+            if other not in accuracy or other == method:
+                cells.append("")
+                continue
+            gaps = [a - b for a, b in zip(values, accuracy[other], strict=True)]
+            se = statistics.stdev(gaps) / len(gaps) ** 0.5
+            cells.append(f"{statistics.mean(gaps):+.3f} ± {se:.3f}")
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
