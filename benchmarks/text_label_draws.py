@@ -32,8 +32,8 @@ from selfsup.evaluate.baselines import random_init_backbone
 from selfsup.evaluate.labels import stratified_subset
 from selfsup.recipe import load_run
 from selfsup.runs import run_backbone
-from selfsup.text.build import labeled_text, text_options
-from selfsup.text.evaluate import FINETUNE
+from selfsup.text.build import labeled_splits
+from selfsup.text.evaluate import finetune_settings
 from selfsup.text.finetune import (
     budget_steps,
     finetune_text,
@@ -57,12 +57,7 @@ def run_path(name: str) -> Path:
 def load_text_run(path: Path, data: str):
     """(backbone, train, test, recipe) with the run's own tokenizer."""
     recipe, tokenizer, backbone = load_run(path), load_tokenizer(path), run_backbone(path)
-    encoder = not getattr(backbone, "causal", False)
-    max_len = getattr(backbone, "max_len", 512)
-    opts = text_options(recipe)
-    train = labeled_text(data, "train", tokenizer, opts, encoder, max_len)
-    test = labeled_text(data, "test", tokenizer, opts, encoder, max_len, train.classes)
-    return backbone, train, test, recipe
+    return (backbone, *labeled_splits(data, recipe, tokenizer, backbone), recipe)
 
 
 def main() -> None:
@@ -81,6 +76,10 @@ def main() -> None:
         print(f"draw {seed}  {method:<28} {value:.3f}  ({time.perf_counter() - started:.0f} s)",
               flush=True)  # fmt: skip
 
+    if args.draws < 2:
+        raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
+    if not args.word2vec and not args.finetune:
+        raise SystemExit("give at least one --word2vec or --finetune run")
     frozen = {}
     for name in args.word2vec:
         backbone, train, test, _ = load_text_run(run_path(name), args.data)
@@ -88,32 +87,30 @@ def main() -> None:
             text_features(backbone, train), text_features(backbone, test), train, test
         )  # fmt: skip
     tuned = {name: load_text_run(run_path(name), args.data) for name in args.finetune}
-    reference = next(iter(frozen.values()), None) or next(iter(tuned.values()), None)
-    if reference is None:
-        raise SystemExit("give at least one --word2vec or --finetune run")
-    labels = reference[2].labels  # every run reads the same sentences in the same order
+    # Every run reads the same sentences in the same order; TF-IDF reads their raw strings.
+    train, test = next(iter(frozen.values()))[2:] if frozen else next(iter(tuned.values()))[1:3]
 
     for seed in range(args.draws):
-        idx = stratified_subset(labels, fraction, seed)
+        idx = stratified_subset(train.labels, fraction, seed)
         started = time.perf_counter()
-        record("tfidf", seed, tfidf_accuracy(reference[2].subset(idx), reference[3]), started)
-        for method, (train_x, test_x, train, test) in frozen.items():
+        record("tfidf", seed, tfidf_accuracy(train.subset(idx), test), started)
+        for method, (train_x, test_x, run_train, run_test) in frozen.items():
             started = time.perf_counter()
-            value = logistic_regression_accuracy(train_x[idx], train.labels[idx], test_x,
-                                                 test.labels)  # fmt: skip
+            value = logistic_regression_accuracy(train_x[idx], run_train.labels[idx], test_x,
+                                                 run_test.labels)  # fmt: skip
             record(method, seed, value, started)
-        for position, (name, (backbone, train, test, recipe)) in enumerate(tuned.items()):
-            ft = {**FINETUNE, **{k: recipe.evaluate[k] for k in FINETUNE if k in recipe.evaluate}}
+        for position, (name, (backbone, run_train, run_test, recipe)) in enumerate(tuned.items()):
+            ft = finetune_settings(recipe)
             steps = budget_steps(len(idx), ft["batch_size"], ft["epochs"], ft["max_steps"])
             budget = {"steps": steps, "batch_size": ft["batch_size"], "seed": seed}
             started = time.perf_counter()
-            value = finetune_text(backbone, train.subset(idx), test, lr=ft["lr"], **budget)
+            value = finetune_text(backbone, run_train.subset(idx), run_test, lr=ft["lr"], **budget)
             record(f"fine-tuned {name}", seed, value, started)
             if position == 0:
                 fresh = random_init_backbone(backbone, seed)
                 started = time.perf_counter()
-                value = finetune_text(fresh, train.subset(idx), test, lr=ft["scratch_lr"],
-                                      **budget)  # fmt: skip
+                value = finetune_text(fresh, run_train.subset(idx), run_test,
+                                      lr=ft["scratch_lr"], **budget)  # fmt: skip
                 record("from scratch", seed, value, started)
 
     print(f"\n{args.labels} labels ({len(idx)}), {args.draws} draws\n")

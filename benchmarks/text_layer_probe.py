@@ -20,7 +20,7 @@ from selfsup.backbones.transformer import mean_over_tokens
 from selfsup.evaluate.labels import stratified_subset
 from selfsup.recipe import load_run
 from selfsup.runs import run_backbone
-from selfsup.text.build import labeled_text, text_options
+from selfsup.text.build import labeled_splits
 from selfsup.text.data import LabeledText
 from selfsup.text.finetune import logistic_regression_accuracy
 from selfsup.text.tokenizer import load_tokenizer
@@ -60,10 +60,8 @@ def main() -> None:
         run = ROOT / "runs" / "bench" / name
         recipe, tokenizer = load_run(run), load_tokenizer(run)
         backbone = run_backbone(run).eval()
-        opts, encoder = text_options(recipe), not backbone.causal
         spec = recipe.evaluate.get("data", recipe.data)
-        train = labeled_text(spec, "train", tokenizer, opts, encoder, backbone.max_len)
-        test = labeled_text(spec, "test", tokenizer, opts, encoder, backbone.max_len, train.classes)
+        train, test = labeled_splits(spec, recipe, tokenizer, backbone)
         idx = stratified_subset(train.labels, fraction, 0)
         # Only the labelled subset is embedded: the probe never sees the other train texts.
         train_x = layer_features(backbone, train.subset(idx))

@@ -132,6 +132,18 @@ def labeled_text(
     return LabeledText.build(texts, labels, tokenizer, max_len, encoder, classes)
 
 
+def labeled_splits(
+    spec: str, recipe, tokenizer: TextTokenizer, backbone
+) -> tuple[LabeledText, LabeledText]:
+    """The train and test splits of a labelled spec, tokenised as `backbone` reads text
+    ([CLS]-first for an encoder, truncated to its max_len), test classes in train's order."""
+    opts, encoder = text_options(recipe), not getattr(backbone, "causal", False)
+    max_len = getattr(backbone, "max_len", 512)
+    train = labeled_text(spec, "train", tokenizer, opts, encoder, max_len)
+    test = labeled_text(spec, "test", tokenizer, opts, encoder, max_len, train.classes)
+    return train, test
+
+
 def build_text_backbone(recipe, tokenizer: TextTokenizer, task_cls: type):
     from selfsup.backbones import TEXT_BACKBONES, build_backbone
 

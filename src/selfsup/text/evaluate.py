@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from selfsup.errors import SelfSupError
 from selfsup.evaluate.labels import stratified_subset
 from selfsup.recipe import load_run
-from selfsup.text.build import documents, labeled_text, text_options
+from selfsup.text.build import documents, labeled_splits, text_options
 from selfsup.text.corpus import language_of, parse_text_spec, read_parallel
 from selfsup.text.data import LabeledText, PackedText, pad
 from selfsup.text.finetune import (
@@ -39,6 +39,11 @@ MASKED_TASKS = ("mlm", "mlm+nsp", "tlm")
 # Fine-tuning budget, shared by the pretrained model and the from-scratch baseline; only the
 # peak learning rate differs (randomly initialised Transformers want a larger one).
 FINETUNE = {"batch_size": 32, "lr": 1e-4, "scratch_lr": 5e-4, "epochs": 10, "max_steps": 3000}
+
+
+def finetune_settings(recipe) -> dict:
+    """FINETUNE with the recipe's `evaluate` overrides."""
+    return {**FINETUNE, **{key: recipe.evaluate[key] for key in FINETUNE if key in recipe.evaluate}}
 
 
 def evaluate_text_run(
@@ -126,15 +131,11 @@ def classification(
     from selfsup.evaluate.baselines import random_init_backbone
     from selfsup.evaluate.knn import knn_accuracy
 
-    opts = text_options(recipe)
-    encoder = not getattr(backbone, "causal", False)
-    max_len = getattr(backbone, "max_len", 512)
-    train = labeled_text(data, "train", tokenizer, opts, encoder, max_len)
-    test = labeled_text(data, "test", tokenizer, opts, encoder, max_len, train.classes)
+    train, test = labeled_splits(data, recipe, tokenizer, backbone)
     if protocols is None:
         frozen_only = recipe.backbone == "word_vectors"
         protocols = ("linear",) if frozen_only else ("finetune", "linear")
-    ft = {**FINETUNE, **{key: recipe.evaluate[key] for key in FINETUNE if key in recipe.evaluate}}
+    ft = finetune_settings(recipe)
     num_classes = len(train.classes)
     features = {}
     if {"linear", "knn"} & set(protocols):
