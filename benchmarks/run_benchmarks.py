@@ -59,6 +59,14 @@ TEXT_BASELINE_RECIPE = "sst2_mlm"
 TEXT_WORD2VEC = "runs/bench/sst2_word2vec"
 
 
+def bench_run(name: str) -> Path:
+    """The finished run runs/bench/NAME (NAME may also be a run's path), or exit saying so."""
+    path = Path(name) if Path(name).exists() else ROOT / "runs" / "bench" / name
+    if not (path / "checkpoints").is_dir():
+        raise SystemExit(f"{name}: no finished run at {path} (run its benchmark first)")
+    return path
+
+
 def data_kind(name: str) -> str:
     return load_recipe(ROOT / "recipes" / f"{name}.yaml").data.split(":")[0]
 

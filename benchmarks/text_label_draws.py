@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from run_benchmarks import bench_run  # benchmarks/, the folder of this script
 
 from selfsup.evaluate.baselines import random_init_backbone
 from selfsup.evaluate.labels import stratified_subset
@@ -43,15 +44,7 @@ from selfsup.text.finetune import (
 )
 from selfsup.text.tokenizer import load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 SST2 = "tsv:../shared/data/sst2/train.tsv,../shared/data/sst2/dev.tsv"
-
-
-def run_path(name: str) -> Path:
-    path = Path(name) if Path(name).exists() else ROOT / "runs" / "bench" / name
-    if not (path / "checkpoints").is_dir():
-        raise SystemExit(f"{name}: no finished run at {path} (run its benchmark first)")
-    return path
 
 
 def load_text_run(path: Path, data: str):
@@ -82,11 +75,11 @@ def main() -> None:
         raise SystemExit("give at least one --word2vec or --finetune run")
     frozen = {}
     for name in args.word2vec:
-        backbone, train, test, _ = load_text_run(run_path(name), args.data)
+        backbone, train, test, _ = load_text_run(bench_run(name), args.data)
         frozen[f"word2vec {name}"] = (
             text_features(backbone, train), text_features(backbone, test), train, test
         )  # fmt: skip
-    tuned = {name: load_text_run(run_path(name), args.data) for name in args.finetune}
+    tuned = {name: load_text_run(bench_run(name), args.data) for name in args.finetune}
     # Every run reads the same sentences in the same order; TF-IDF reads their raw strings.
     train, test = next(iter(frozen.values()))[2:] if frozen else next(iter(tuned.values()))[1:3]
 

@@ -14,6 +14,7 @@ from selfsup.augment import (
     horizontal_flip,
     light_augment,
     random_grayscale,
+    random_quarter_turns,
     random_resized_crop,
     random_translate,
     simclr_augment,
@@ -125,6 +126,19 @@ def test_translate_moves_each_image_by_at_most_max_shift_pixels() -> None:
     assert torch.equal(random_translate(x, 0), x)
     with pytest.raises(SelfSupError, match="max_shift"):
         random_translate(x, -1)
+
+
+def test_quarter_turns_turn_each_image_by_its_own_multiple_of_90_degrees() -> None:
+    x = images(batch=200)
+    out = random_quarter_turns(x, generator=seeded(0))
+    turns = []
+    for original, turned in zip(x, out, strict=True):
+        matches = [k for k in range(4) if torch.equal(torch.rot90(original, k, (1, 2)), turned)]
+        assert len(matches) == 1
+        turns.append(matches[0])
+    assert all(30 < turns.count(k) < 70 for k in range(4))
+    with pytest.raises(SelfSupError, match="square"):
+        random_quarter_turns(torch.rand(2, 1, 8, 6))
 
 
 def test_jitter_parameters_differ_across_samples() -> None:

@@ -40,8 +40,9 @@ def nonzero(grad: torch.Tensor | None) -> bool:
         {"generator_objective": "feature_matching"},
         {"generator_objective": "feature_matching", "diff_augment": True},
         {"r1_weight": 1.0},
+        {"critic_hidden": 32},
     ],
-    ids=["hinge", "bce", "feature_matching", "diff_augment", "r1"],
+    ids=["hinge", "bce", "feature_matching", "diff_augment", "r1", "critic_hidden"],
 )
 def test_a_step_updates_both_generator_and_discriminator(digits, options):
     task = make_task(**options)
@@ -183,3 +184,41 @@ def test_r1_weight_adds_the_penalty_to_the_critic_loss(digits):
     assert torch.allclose(logs["d_loss"], plain_logs["d_loss"] + 10.0 * logs["r1"])
     with pytest.raises(SelfSupError, match="r1_weight"):
         make_task(r1_weight=-1.0)
+
+
+def test_lazy_r1_is_every_nth_step_and_that_many_times_heavier(digits):
+    plain, lazy = make_task(), make_task(r1_weight=10.0, r1_every=3)
+    penalised_steps = []
+    for step in range(6):
+        torch.manual_seed(step)
+        plain_logs = plain({"images": digits})
+        torch.manual_seed(step)
+        logs = lazy({"images": digits})
+        gap = logs["d_loss"] - plain_logs["d_loss"]
+        if torch.allclose(gap, torch.zeros(())):
+            continue
+        assert torch.allclose(gap, 3 * 10.0 * logs["r1"])
+        penalised_steps.append(step)
+    assert penalised_steps == [0, 3]
+    assert "r1" in logs  # logged on the steps in between too (the latest value)
+    with pytest.raises(SelfSupError, match="r1_every"):
+        make_task(r1_weight=1.0, r1_every=0)
+
+
+def test_critic_hidden_puts_a_hidden_layer_between_the_features_and_the_score(digits):
+    task = make_task(critic_hidden=32)
+    linears = [m for m in task.critic.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (task.backbone.feature_dim, 32),
+        (32, 1),
+    ]
+    scores, features = task.critic(digits, with_features=True)
+    assert scores.shape == (digits.shape[0],)
+    assert features.shape == (digits.shape[0], task.backbone.feature_dim)
+    # The critic's loss trains the backbone and both head layers, and never the generator.
+    task({"images": digits})["d_loss"].backward()
+    assert all(p.grad is None for p in task.generator.parameters())
+    assert all(nonzero(p.grad) for p in task.backbone.parameters())
+    assert all(nonzero(m.parametrizations.weight.original.grad) for m in linears)  # spectral
+    with pytest.raises(SelfSupError, match="critic_hidden"):
+        make_task(critic_hidden=-1)

@@ -129,3 +129,44 @@ def test_tlm_retrieval_and_cli(shared_data, tmp_path, capsys):
     assert all(name in listed for name in ("mlm ", "nsp ", "mlm+nsp", "clm ", "tlm ", "word2vec"))
     assert main(["generate", str(run)]) == 2  # a tlm run cannot generate: one-line error
     assert "needs a clm run" in capsys.readouterr().err
+
+
+def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2_slice, tmp_path):
+    from selfsup.errors import SelfSupError
+    from selfsup.runs import run_backbone
+    from selfsup.text.tokenizer import load_tokenizer
+
+    dim = 32
+    w2v_recipe = {
+        "task": "word2vec",
+        "data": sst2_slice,
+        "backbone_options": {"dim": dim},
+        "text": {"vocab_size": 500, "seq_len": 32},
+        "train": {"steps": 4, "batch_size": 16, "lr": 3e-3, "log_every": 2},
+    }
+    pretrain_run(Recipe.from_dict(w2v_recipe), tmp_path / "w2v", progress=False)
+    vectors = run_backbone(tmp_path / "w2v").vectors.weight.detach()
+
+    mlm_recipe = {
+        "task": "mlm",
+        "data": sst2_slice,
+        "backbone_options": {"dim": dim, "depth": 1, "heads": 2, "max_len": 64},
+        # vocab_size differs on purpose: the word2vec run's tokenizer is used as it is.
+        "text": {"vocab_size": 300, "seq_len": 32, "word_vectors": str(tmp_path / "w2v")},
+        "train": {"steps": 1, "batch_size": 8, "lr": 1e-6, "log_every": 1},
+    }
+    pretrain_run(Recipe.from_dict(mlm_recipe), tmp_path / "mlm", progress=False)
+    vocab = [load_tokenizer(tmp_path / run).tokenizer.get_vocab() for run in ("mlm", "w2v")]
+    assert vocab[0] == vocab[1]
+    started = run_backbone(tmp_path / "mlm").embed.tokens.weight.detach()
+    # Same directions (every token's vector a positive multiple of word2vec's), rescaled.
+    cosine = torch.nn.functional.cosine_similarity(started, vectors, dim=1)
+    assert cosine.min() > 0.999
+    assert abs(float(started.std()) - 0.02) < 1e-3
+
+    with pytest.raises(SelfSupError, match="word2vec run"):
+        wrong = dict(mlm_recipe, text=dict(mlm_recipe["text"], word_vectors=str(tmp_path / "mlm")))
+        pretrain_run(Recipe.from_dict(wrong), tmp_path / "mlm2", progress=False)
+    with pytest.raises(SelfSupError, match="dim to 32"):
+        wider = dict(mlm_recipe, backbone_options=dict(mlm_recipe["backbone_options"], dim=48))
+        pretrain_run(Recipe.from_dict(wider), tmp_path / "mlm3", progress=False)

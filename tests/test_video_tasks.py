@@ -167,6 +167,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, reconstruct=True),
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
+        lambda b: FrameOrder(b, (1, 32, 32), frame_turns=True, frame_flips=True),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
         lambda b: DensePredictiveCoding(
             b, (1, 32, 32), past=3, future=2, dim=16, width=32, negatives="same_cell"
@@ -181,6 +182,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         "future_frame_bce",
         "future_frame_composite",
         "frame_order_shifted",
+        "frame_order_turned_and_flipped",
         "dpc",
         "dpc_same_cell",
     ],

@@ -145,6 +145,24 @@ def random_translate(
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
+def random_quarter_turns(
+    images: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Turn each square image by its own random multiple of 90 degrees (0, 90, 180 or 270)."""
+    _check(images)
+    if images.shape[-1] != images.shape[-2]:
+        raise SelfSupError(
+            f"random_quarter_turns needs square images, got {images.shape[-2]}x{images.shape[-1]}"
+        )
+    draws = _uniform(images.shape[0], 0.0, 1.0, images, generator)
+    turns = (draws * 4).long().clamp_(max=3)
+    out = images.clone()
+    for k in range(1, 4):
+        chosen = turns == k
+        out[chosen] = torch.rot90(images[chosen], k, dims=(2, 3))
+    return out
+
+
 def color_jitter(
     images: torch.Tensor,
     brightness: float = 0.4,

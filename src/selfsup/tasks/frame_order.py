@@ -13,6 +13,12 @@ where things are and how they move, not just what the frame looks like on averag
 Moving MNIST the absolute place of a blob then says less about time; the layout of the digits
 relative to each other still does, and reading it needs to know which digit is which (the
 intent; docs/video.md has what it measured).
+
+`frame_turns: true` turns each frame of a tuple by its own random multiple of 90 degrees. Where
+the digits are then says when only once the network knows which way up each frame is, and that
+needs what the digits look like (the question RotNet asks, Gidaris et al. 2018), so order can
+no longer be read off blob positions alone. `frame_flips: true` mirrors each frame left-right
+or not, on its own (the up-down layout is left to read). docs/video.md has what both measured.
 """
 
 from __future__ import annotations
@@ -21,7 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import light_augment, random_translate
+from selfsup.augment import (
+    horizontal_flip,
+    light_augment,
+    random_quarter_turns,
+    random_translate,
+)
 from selfsup.data.video import gather_frames, sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
@@ -64,24 +75,36 @@ class FrameOrder(Task):
         augment: bool = True,
         readout: str = "map",
         frame_shift: int = 0,
+        frame_turns: bool = False,
+        frame_flips: bool = False,
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
-        "pooled" its pooled features (see MapReadout for why the map). `frame_shift`: see the
-        module docstring (0 = off)."""
+        "pooled" its pooled features (see MapReadout for why the map). `frame_shift`,
+        `frame_turns` and `frame_flips`: see the module docstring (0 / false = off)."""
         super().__init__(backbone)
         if frame_shift < 0:
             raise SelfSupError(f"frame_order frame_shift must be >= 0 pixels, got {frame_shift}")
+        if frame_turns and image_shape[1] != image_shape[2]:
+            raise SelfSupError(
+                f"frame_order frame_turns needs square frames, got {image_shape[1]}x"
+                f"{image_shape[2]}; set --image-size or turn frame_turns off"
+            )
         self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
+        self.frame_turns, self.frame_flips = frame_turns, frame_flips
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         tuples, labels, _ = order_tuples(require_clips(batch, self.name), self.gap)
-        if self.frame_shift:
+        if self.frame_shift or self.frame_turns or self.frame_flips:
             b, n, c, h, w = tuples.shape
-            shifted = random_translate(tuples.reshape(b * n, c, h, w), self.frame_shift)
-            tuples = shifted.view(b, n, c, h, w)
+            frames = random_translate(tuples.reshape(b * n, c, h, w), self.frame_shift)
+            if self.frame_flips:
+                frames = horizontal_flip(frames)
+            if self.frame_turns:
+                frames = random_quarter_turns(frames)
+            tuples = frames.view(b, n, c, h, w)
         if self.augment:
             # The 3 frames as channels of one image: one crop and flip for the whole tuple, so
             # the augmentation cannot hint at which frame was swapped in.

@@ -31,7 +31,10 @@ upsampling stripes, by which a critic tells fakes apart without learning what ob
 Converge?", ICML 2018, https://arxiv.org/abs/1801.04406): the critic also pays gamma/2 times the
 squared norm of its gradient at real images. Spectral norm on the head alone does not stop the
 backbone (BatchNorm included) from growing steep enough to win outright within a few hundred
-steps; the penalty does.
+steps; the penalty does. `r1_every: N` is StyleGAN2's lazy regularisation (Karras et al.,
+"Analyzing and Improving the Image Quality of StyleGAN", CVPR 2020,
+https://arxiv.org/abs/1912.04958): the penalty, N times heavier, only every N-th step, since
+its double backward pass costs about as much as the rest of the step.
 """
 
 from __future__ import annotations
@@ -94,15 +97,23 @@ class GAN(Task):
         generator_objective: str = "adversarial",
         diff_augment: bool = False,
         r1_weight: float = 0.0,
+        critic_hidden: int = 0,
+        r1_every: int = 1,
     ) -> None:
         """`loss`: the adversarial loss, "hinge" or "bce"; `generator_objective`: "adversarial"
         (the generator minimises that loss on the critic's scores) or "feature_matching";
-        `r1_weight`: gamma of the R1 gradient penalty on real images (0 = off)."""
+        `r1_weight`: gamma of the R1 gradient penalty on real images (0 = off), applied every
+        `r1_every` steps (lazily, see the module docstring);
+        `critic_hidden`: width of a hidden layer in the critic's head (0 = a linear head; see
+        Critic)."""
         super().__init__(backbone)
         check_adversarial_loss(loss)
         if r1_weight < 0:
             raise SelfSupError(f"r1_weight must be >= 0, got {r1_weight}")
-        self.r1_weight = float(r1_weight)
+        if r1_every < 1:
+            raise SelfSupError(f"r1_every must be >= 1 step, got {r1_every}")
+        self.r1_weight, self.r1_every = float(r1_weight), int(r1_every)
+        self.steps_taken, self.last_r1 = 0, torch.tensor(0.0)
         if generator_objective not in ("adversarial", "feature_matching"):
             raise SelfSupError(
                 f"unknown generator_objective {generator_objective!r}; use 'adversarial' or "
@@ -111,24 +122,31 @@ class GAN(Task):
         self.loss, self.generator_objective = loss, generator_objective
         self.augment = diff_augment
         self.generator = Generator(noise_dim, image_shape, generator_width)
-        self.critic = Critic(backbone, spectral=spectral_norm)
+        if critic_hidden < 0:
+            raise SelfSupError(f"critic_hidden must be >= 0, got {critic_hidden}")
+        self.critic = Critic(backbone, spectral=spectral_norm, hidden=critic_hidden)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         real_images = batch["images"]
         self.critic.channels_last = self.channels_last
+        penalise = self.r1_weight > 0 and self.steps_taken % self.r1_every == 0
+        self.steps_taken += 1
         fakes = self.generator(self.generator.noise(real_images.shape[0]))
         if self.augment:
             real_images, fakes = diff_augment(real_images), diff_augment(fakes)
-        if self.r1_weight:
+        if penalise:
             real_images = real_images.detach().requires_grad_(True)
         real, real_features = self.critic(real_images, with_features=True)
         with frozen_norm_stats(self.critic):
             fake = self.critic(fakes.detach())
         d_loss = discriminator_loss(self.loss, real, fake)
         logs = {}
+        if penalise:
+            r1 = r1_penalty(real, real_images)
+            d_loss = d_loss + self.r1_every * self.r1_weight * r1
+            self.last_r1 = r1.detach()
         if self.r1_weight:
-            logs["r1"] = r1_penalty(real, real_images)
-            d_loss = d_loss + self.r1_weight * logs["r1"]
+            logs["r1"] = self.last_r1  # the latest measured penalty, on lazy steps too
         if self.generator_objective == "feature_matching":
             _, fake_features = score_with_frozen_critic(self.critic, fakes, with_features=True)
             gap = real_features.detach().mean(0) - fake_features.mean(0)

@@ -100,11 +100,23 @@ class Critic(nn.Module):
     is left unnormalised because it is what gets transferred.
     """
 
-    def __init__(self, backbone: nn.Module, spectral: bool = True) -> None:
+    def __init__(self, backbone: nn.Module, spectral: bool = True, hidden: int = 0) -> None:
+        """`hidden` > 0: one hidden layer of that width (LeakyReLU 0.2, as in DCGAN's critic)
+        between the features and the score, so that the transferred features are not the
+        critic's last layer. The layer next to a pretext head specialises in the pretext (Chen
+        et al. 2020 found it for SimCLR's projection head); Radford et al. read lower layers."""
         super().__init__()
         self.backbone = backbone
-        head = nn.Linear(backbone.feature_dim, 1)
-        self.head = spectral_norm(head) if spectral else head
+
+        def linear(n_in: int, n_out: int) -> nn.Module:
+            layer = nn.Linear(n_in, n_out)
+            return spectral_norm(layer) if spectral else layer
+
+        dim = backbone.feature_dim
+        if hidden:
+            self.head = nn.Sequential(linear(dim, hidden), nn.LeakyReLU(0.2), linear(hidden, 1))
+        else:
+            self.head = linear(dim, 1)
         self.channels_last = False
 
     def forward(

@@ -36,6 +36,7 @@ TEXT_OPTIONS: dict[str, Any] = {
     "text_column": None,  # tsv/csv: default the first of sentence, text, review, content
     "label_column": None,  # tsv/csv: default the first of label, labels, class, target
     "limit": None,  # read at most this many documents / rows / pairs (quick runs, tests)
+    "word_vectors": None,  # a word2vec run: its tokenizer, and its vectors start the embeddings
 }
 
 
@@ -196,11 +197,48 @@ def prepare_text(recipe, run_dir: Path | None) -> tuple[TextTokenizer, Any]:
     cls = task_class(recipe.task)
     if recipe.backbone == "small_cnn":  # the image default: the text backbone the task needs
         recipe.backbone = "word_vectors" if recipe.task == "word2vec" else "transformer"
+    vectors_run = text_options(recipe)["word_vectors"]
     if run_dir is not None:
         tokenizer = load_tokenizer(run_dir)
+    elif vectors_run:
+        tokenizer = load_tokenizer(word2vec_run(vectors_run))  # token ids must match its vectors
     else:
         tokenizer = fit_tokenizer(recipe, bool(getattr(cls, "causal", False)))
     return tokenizer, build_text_dataset(recipe, tokenizer, cls)
+
+
+def word2vec_run(path: str | Path) -> Path:
+    """The directory of a finished word2vec run, or an error that says what to give instead."""
+    from selfsup.recipe import load_run
+
+    path = Path(path)
+    if load_run(path).task != "word2vec":
+        raise SelfSupError(
+            f"text option word_vectors: {path} is a {load_run(path).task} run; give the --out "
+            "folder of a word2vec run (selfsup pretrain --recipe recipes/sst2_word2vec.yaml)"
+        )
+    return path
+
+
+@torch.no_grad()
+def start_from_word_vectors(backbone: torch.nn.Module, path: str | Path) -> None:
+    """Copy a word2vec run's vectors into a Transformer's token embeddings (ELMo-era models
+    started from word2vec or GloVe the same way). They are rescaled to the spread of the
+    Transformer's own initialisation, N(0, 0.02): word2vec gives the directions (which words
+    are alike), and the blocks see inputs of the size they were initialised for."""
+    from selfsup.runs import run_backbone
+
+    embeddings = getattr(getattr(backbone, "embed", None), "tokens", None)
+    if not isinstance(embeddings, torch.nn.Embedding):
+        raise SelfSupError("text option word_vectors starts a transformer backbone's embeddings")
+    vectors = run_backbone(word2vec_run(path)).vectors.weight
+    if vectors.shape != embeddings.weight.shape:
+        raise SelfSupError(
+            f"word_vectors: {path} has {tuple(vectors.shape)} vectors (vocabulary x dim) but the "
+            f"Transformer's embeddings are {tuple(embeddings.weight.shape)}; set backbone_options."
+            f"dim to {vectors.shape[1]}"
+        )
+    embeddings.weight.copy_(vectors * (0.02 / vectors.std()))
 
 
 def trained_text_task(run_dir: str | Path):

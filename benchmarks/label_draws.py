@@ -1,0 +1,88 @@
+"""Few-label linear-probe accuracy of image runs over several label draws, against random init.
+
+    python benchmarks/label_draws.py fmnist_gan_r1 --labels 1% --draws 10
+
+At 1% labels the linear probe's accuracy moves by about a point with the draw of the labelled
+images alone, as much as some of the gaps the results table reads off one draw. So, for each
+draw (seed 0 .. N-1; stratified subsets exactly as `selfsup evaluate --seed S` draws them, seed
+0 being the table's), logistic regression on the evaluation's features of
+
+- each run's backbone (its `linear` row), and
+- the first run's architecture at random initialisation, built once with seed 0 (the table's
+  `random_init` row), so that only the labels change from draw to draw.
+
+Runs are runs/bench/NAME (or a path) of image data (video and text have their own protocols).
+Prints every draw, then per backbone the mean and standard deviation over draws and the paired
+difference against random init (mean and its standard error over draws): the draws are shared,
+so the paired difference cancels how easy a draw was. The text version is text_label_draws.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from run_benchmarks import bench_run  # benchmarks/, the folder of this script
+
+from selfsup.evaluate import extract_features, linear_probe_accuracy, stratified_subset
+from selfsup.evaluate.baselines import random_init_backbone
+from selfsup.recipe import build_data, load_run
+from selfsup.runs import run_backbone
+
+RANDOM = "random init"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="image runs (names under runs/bench, or paths)")
+    parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
+    parser.add_argument("--draws", type=int, default=10, help="label draws (seeds 0..N-1)")
+    args = parser.parse_args()
+    if args.draws < 2:
+        raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
+    fraction = float(args.labels.rstrip("%")) / 100
+    paths = [bench_run(name) for name in args.runs]
+    recipe = load_run(paths[0])
+    train, test = build_data(recipe, "train"), build_data(recipe, "test")
+    num_classes = int(train.labels.max()) + 1
+
+    backbones = {RANDOM: random_init_backbone(run_backbone(paths[0]), 0)}
+    for name, path in zip(args.runs, paths, strict=True):
+        if load_run(path).data != recipe.data:
+            raise SystemExit(f"{name} was trained on other data than {args.runs[0]}; compare "
+                             "runs of one data set")  # fmt: skip
+        backbones[name] = run_backbone(path)
+    features = {}
+    for name, backbone in backbones.items():
+        backbone.eval()
+        features[name] = (extract_features(backbone, train), extract_features(backbone, test))
+
+    accuracy: dict[str, list[float]] = {name: [] for name in features}
+    for seed in range(args.draws):
+        idx = stratified_subset(train.labels, fraction, seed)
+        for name, (train_x, test_x) in features.items():
+            started = time.perf_counter()
+            value = linear_probe_accuracy(train_x[idx], train.labels[idx], test_x, test.labels,
+                                          seed=seed, num_classes=num_classes)  # fmt: skip
+            accuracy[name].append(value)
+            print(f"draw {seed}  {name:<28} {value:.3f}  ({time.perf_counter() - started:.0f} s)",
+                  flush=True)  # fmt: skip
+
+    print(f"\n{args.labels} labels ({len(idx)}), {args.draws} draws\n")
+    print("| backbone | mean | sd | minus random init (± se) | draws above random init |")
+    print("|---|---:|---:|---:|---:|")
+    for name, values in accuracy.items():
+        cells = [f"{statistics.mean(values):.3f}", f"{statistics.stdev(values):.3f}", "", ""]
+        if name != RANDOM:
+            gaps = [a - b for a, b in zip(values, accuracy[RANDOM], strict=True)]
+            se = statistics.stdev(gaps) / len(gaps) ** 0.5
+            cells[2:] = [f"{statistics.mean(gaps):+.3f} ± {se:.3f}",
+                         f"{sum(g > 0 for g in gaps)} / {len(gaps)}"]  # fmt: skip
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
