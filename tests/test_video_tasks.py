@@ -167,7 +167,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, loss="bce"),
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, reconstruct=True),
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
-        lambda b: FrameOrder(b, (1, 32, 32), frame_turns=True, frame_flips=True),
+        lambda b: FrameOrder(b, (1, 32, 32), frame_turns=0.5, frame_flips=True),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
         lambda b: DensePredictiveCoding(
             b, (1, 32, 32), past=3, future=2, dim=16, width=32, negatives="same_cell"
@@ -246,3 +246,10 @@ def test_pretrain_on_moving_mnist_from_the_cli(tmp_path, shared_data, task):
     if task == "micle":
         # Partners are other frames of the same clip: always a different image.
         assert all(row["distinct_pairs"] == 1.0 for row in logs)
+
+
+def test_frame_turns_is_a_probability_on_square_frames():
+    with pytest.raises(SelfSupError, match="probability"):
+        FrameOrder(_backbone(), (1, 32, 32), frame_turns=1.5)
+    with pytest.raises(SelfSupError, match="square"):
+        FrameOrder(_backbone(), (1, 32, 24), frame_turns=True)

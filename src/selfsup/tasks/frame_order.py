@@ -14,10 +14,11 @@ Moving MNIST the absolute place of a blob then says less about time; the layout 
 relative to each other still does, and reading it needs to know which digit is which (the
 intent; docs/video.md has what it measured).
 
-`frame_turns: true` turns each frame of a tuple by its own random multiple of 90 degrees. Where
-the digits are then says when only once the network knows which way up each frame is, and that
-needs what the digits look like (the question RotNet asks, Gidaris et al. 2018), so order can
-no longer be read off blob positions alone. `frame_flips: true` mirrors each frame left-right
+`frame_turns: true` (or a probability P: only that share of the frames) turns each frame of a
+tuple by its own random multiple of 90 degrees. Where the digits are then says when only once
+the network knows which way up each frame is, and that needs what the digits look like (the
+question RotNet asks, Gidaris et al. 2018), so order can no longer be read off blob positions
+alone. `frame_flips: true` mirrors each frame left-right
 or not, on its own (the up-down layout is left to read). docs/video.md has what both measured.
 """
 
@@ -75,7 +76,7 @@ class FrameOrder(Task):
         augment: bool = True,
         readout: str = "map",
         frame_shift: int = 0,
-        frame_turns: bool = False,
+        frame_turns: float = 0.0,
         frame_flips: bool = False,
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
@@ -84,13 +85,17 @@ class FrameOrder(Task):
         super().__init__(backbone)
         if frame_shift < 0:
             raise SelfSupError(f"frame_order frame_shift must be >= 0 pixels, got {frame_shift}")
+        if not 0.0 <= float(frame_turns) <= 1.0:
+            raise SelfSupError(
+                f"frame_order frame_turns is a probability in [0, 1], got {frame_turns}"
+            )
         if frame_turns and image_shape[1] != image_shape[2]:
             raise SelfSupError(
                 f"frame_order frame_turns needs square frames, got {image_shape[1]}x"
                 f"{image_shape[2]}; set --image-size or turn frame_turns off"
             )
         self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
-        self.frame_turns, self.frame_flips = frame_turns, frame_flips
+        self.frame_turns, self.frame_flips = float(frame_turns), frame_flips
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
@@ -103,7 +108,9 @@ class FrameOrder(Task):
             if self.frame_flips:
                 frames = horizontal_flip(frames)
             if self.frame_turns:
-                frames = random_quarter_turns(frames)
+                turned = random_quarter_turns(frames)
+                chosen = torch.rand(len(frames), device=frames.device) < self.frame_turns
+                frames = torch.where(chosen[:, None, None, None], turned, frames)
             tuples = frames.view(b, n, c, h, w)
         if self.augment:
             # The 3 frames as channels of one image: one crop and flip for the whole tuple, so
