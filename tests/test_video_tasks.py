@@ -253,3 +253,25 @@ def test_frame_turns_is_a_probability_on_square_frames():
         FrameOrder(_backbone(), (1, 32, 32), frame_turns=1.5)
     with pytest.raises(SelfSupError, match="square"):
         FrameOrder(_backbone(), (1, 32, 24), frame_turns=True)
+    with pytest.raises(SelfSupError, match="crossing"):
+        FrameOrder(_backbone(), (1, 32, 32), windows="overlap")
+
+
+def test_crossing_windows_are_drawn_where_the_objects_overlap():
+    # Two 4x4 squares slide towards each other along one row (the brighter pixel wins where
+    # they overlap, as in Moving MNIST) and overlap fully in frame 10 only.
+    from selfsup.tasks.frame_order import crossing_weights
+
+    clips = torch.zeros(1, 20, 1, 8, 40)
+    for t in range(20):
+        clips[0, t, 0, 2:6, 2 + t : 6 + t] = 1.0
+        clips[0, t, 0, 2:6, 22 - t : 26 - t] = 1.0
+    gap = 2
+    weights = crossing_weights(clips, gap)[0]  # one per start, the window start .. start + 8
+    covers = [start <= 10 <= start + 4 * gap and (10 - start) % gap == 0 for start in range(12)]
+    assert all(weights[start] > 0 for start in range(12) if covers[start])
+    assert weights.argmax().item() in [start for start in range(12) if covers[start]]
+    torch.manual_seed(0)
+    _, _, index = order_tuples(clips.expand(64, -1, -1, -1, -1), gap, "crossing")
+    starts = index[:, 0] - gap  # b is the window's second frame
+    assert (starts >= 1).all()  # start 0 (frames 0, 2, ..., 8) has no overlap: never drawn

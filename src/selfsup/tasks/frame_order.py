@@ -19,7 +19,9 @@ tuple by its own random multiple of 90 degrees. Where the digits are then says w
 the network knows which way up each frame is, and that needs what the digits look like (the
 question RotNet asks, Gidaris et al. 2018), so order can no longer be read off blob positions
 alone. `frame_flips: true` mirrors each frame left-right
-or not, on its own (the up-down layout is left to read). docs/video.md has what both measured.
+or not, on its own (the up-down layout is left to read). `windows: crossing` takes tuples from
+where objects overlap instead of where they move, so that which blob is which decides the
+order. docs/video.md has what each of these measured.
 """
 
 from __future__ import annotations
@@ -47,12 +49,30 @@ from selfsup.tasks.clips import (
 )
 
 
-def order_tuples(clips: torch.Tensor, gap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
+    """Per possible start of a 5-frame window (`gap` apart), how much ink its most overlapped
+    frame hides (B, starts): where objects cross, the frame holds less ink than the clip's
+    fullest frame (Moving MNIST keeps the brighter pixel where digits overlap)."""
+    ink = clips.flatten(2).sum(2)  # (B, T)
+    hidden = ink.amax(1, keepdim=True) - ink
+    starts = clips.shape[1] - 4 * gap
+    frames = [hidden[:, k * gap : k * gap + starts] for k in range(5)]
+    return torch.stack(frames).amax(0) ** 2
+
+
+def order_tuples(
+    clips: torch.Tensor, gap: int, windows: str = "motion"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One frame tuple per clip: (tuples (B, 3, C, H, W), labels (B,) 1.0 = in temporal order,
     frame indices (B, 3)). Frames a..e lie `gap` apart in a window drawn in proportion to its
-    motion; exactly half the tuples (rounded up) are positives (b, c, d)."""
+    motion (`windows="motion"`) or to the square of the ink its most overlapped frame hides
+    ("crossing"); exactly half the tuples (rounded up) are positives (b, c, d)."""
     batch = clips.shape[0]
-    _, five = sample_windows(clips, 5, gap, weights=window_motion(clips, 4 * gap + 1))
+    if windows == "crossing":
+        weights = crossing_weights(clips, gap)
+    else:
+        weights = window_motion(clips, 4 * gap + 1)
+    _, five = sample_windows(clips, 5, gap, weights=weights)
     positive = torch.zeros(batch, dtype=torch.bool, device=clips.device)
     positive[torch.randperm(batch, device=clips.device)[: (batch + 1) // 2]] = True
     before_or_after = torch.rand(batch, device=clips.device) < 0.5
@@ -78,6 +98,7 @@ class FrameOrder(Task):
         frame_shift: int = 0,
         frame_turns: float = 0.0,
         frame_flips: bool = False,
+        windows: str = "motion",
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
         "pooled" its pooled features (see MapReadout for why the map). `frame_shift`,
@@ -96,12 +117,16 @@ class FrameOrder(Task):
             )
         self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
         self.frame_turns, self.frame_flips = float(frame_turns), frame_flips
+        if windows not in ("motion", "crossing"):
+            raise SelfSupError(f"frame_order windows is 'motion' or 'crossing', got {windows!r}")
+        self.windows = windows
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        tuples, labels, _ = order_tuples(require_clips(batch, self.name), self.gap)
+        clips = require_clips(batch, self.name)
+        tuples, labels, _ = order_tuples(clips, self.gap, self.windows)
         if self.frame_shift or self.frame_turns or self.frame_flips:
             b, n, c, h, w = tuples.shape
             frames = random_translate(tuples.reshape(b * n, c, h, w), self.frame_shift)
@@ -127,7 +152,7 @@ class FrameOrder(Task):
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         # `images` are clips (N, T, C, H, W). Each row: a sorted tuple | a shuffled one.
-        tuples, labels, _ = order_tuples(images[:8].repeat(2, 1, 1, 1, 1), self.gap)
+        tuples, labels, _ = order_tuples(images[:8].repeat(2, 1, 1, 1, 1), self.gap, self.windows)
         rows = min(int(labels.sum()), int((1 - labels).sum()), 6)
         sorted_, shuffled = tuples[labels == 1][:rows], tuples[labels == 0][:rows]
         blank = torch.zeros_like(tuples[:rows, :1])
