@@ -24,7 +24,7 @@ import statistics
 import time
 
 import torch
-from run_benchmarks import bench_run  # benchmarks/, the folder of this script
+from run_benchmarks import bench_run, paired_gap  # benchmarks/, the folder of this script
 
 from selfsup.evaluate import extract_features, linear_probe_accuracy, stratified_subset
 from selfsup.evaluate.baselines import random_init_backbone
@@ -76,10 +76,8 @@ def main() -> None:
     for name, values in accuracy.items():
         cells = [f"{statistics.mean(values):.3f}", f"{statistics.stdev(values):.3f}", "", ""]
         if name != RANDOM:
-            gaps = [a - b for a, b in zip(values, accuracy[RANDOM], strict=True)]
-            se = statistics.stdev(gaps) / len(gaps) ** 0.5
-            cells[2:] = [f"{statistics.mean(gaps):+.3f} ± {se:.3f}",
-                         f"{sum(g > 0 for g in gaps)} / {len(gaps)}"]  # fmt: skip
+            above = sum(a > b for a, b in zip(values, accuracy[RANDOM], strict=True))
+            cells[2:] = [paired_gap(values, accuracy[RANDOM]), f"{above} / {len(values)}"]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

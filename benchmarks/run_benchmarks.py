@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -65,6 +66,14 @@ def bench_run(name: str) -> Path:
     if not (path / "checkpoints").is_dir():
         raise SystemExit(f"{name}: no finished run at {path} (run its benchmark first)")
     return path
+
+
+def paired_gap(values: list[float], reference: list[float]) -> str:
+    """Mean of the paired differences values - reference, ± its standard error, e.g. "+0.011 ±
+    0.002": the label-draw scripts' comparison, where both lists come from the same draws."""
+    gaps = [a - b for a, b in zip(values, reference, strict=True)]
+    se = statistics.stdev(gaps) / len(gaps) ** 0.5
+    return f"{statistics.mean(gaps):+.3f} ± {se:.3f}"
 
 
 def data_kind(name: str) -> str:

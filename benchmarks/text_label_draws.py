@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from run_benchmarks import bench_run  # benchmarks/, the folder of this script
+from run_benchmarks import bench_run, paired_gap  # benchmarks/, the folder of this script
 
 from selfsup.evaluate.baselines import random_init_backbone
 from selfsup.evaluate.labels import stratified_subset
@@ -115,9 +115,7 @@ def main() -> None:
             if other not in accuracy or other == method:
                 cells.append("")
                 continue
-            gaps = [a - b for a, b in zip(values, accuracy[other], strict=True)]
-            se = statistics.stdev(gaps) / len(gaps) ** 0.5
-            cells.append(f"{statistics.mean(gaps):+.3f} ± {se:.3f}")
+            cells.append(paired_gap(values, accuracy[other]))
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 

@@ -12,9 +12,9 @@ more of the downstream label than the last one, which the linear-probe rows read
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
+from run_benchmarks import bench_run  # benchmarks/, the folder of this script
 
 from selfsup.backbones.transformer import mean_over_tokens
 from selfsup.evaluate.labels import stratified_subset
@@ -24,8 +24,6 @@ from selfsup.text.build import labeled_splits
 from selfsup.text.data import LabeledText
 from selfsup.text.finetune import logistic_regression_accuracy
 from selfsup.text.tokenizer import load_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()
@@ -57,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     fraction = float(args.labels.rstrip("%")) / (100 if args.labels.endswith("%") else 1)
     for name in args.names:
-        run = ROOT / "runs" / "bench" / name
+        run = bench_run(name)
         recipe, tokenizer = load_run(run), load_tokenizer(run)
         backbone = run_backbone(run).eval()
         spec = recipe.evaluate.get("data", recipe.data)

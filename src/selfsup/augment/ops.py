@@ -146,9 +146,10 @@ def random_translate(
 
 
 def random_quarter_turns(
-    images: torch.Tensor, generator: torch.Generator | None = None
+    images: torch.Tensor, p: float = 1.0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Turn each square image by its own random multiple of 90 degrees (0, 90, 180 or 270)."""
+    """With probability p, turn each square image by its own random multiple of 90 degrees
+    (0, 90, 180 or 270)."""
     _check(images)
     if images.shape[-1] != images.shape[-2]:
         raise SelfSupError(
@@ -156,6 +157,8 @@ def random_quarter_turns(
         )
     draws = _uniform(images.shape[0], 0.0, 1.0, images, generator)
     turns = (draws * 4).long().clamp_(max=3)
+    if p < 1.0:
+        turns[~_coin(images.shape[0], p, images, generator).flatten()] = 0
     out = images.clone()
     for k in range(1, 4):
         chosen = turns == k

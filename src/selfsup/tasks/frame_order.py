@@ -18,10 +18,10 @@ intent; docs/video.md has what it measured).
 tuple by its own random multiple of 90 degrees. Where the digits are then says when only once
 the network knows which way up each frame is, and that needs what the digits look like (the
 question RotNet asks, Gidaris et al. 2018), so order can no longer be read off blob positions
-alone. `frame_flips: true` mirrors each frame left-right
-or not, on its own (the up-down layout is left to read). `windows: crossing` takes tuples from
-where objects overlap instead of where they move, so that which blob is which decides the
-order. docs/video.md has what each of these measured.
+alone. `frame_flips: true` mirrors each frame left-right or not, on its own (the up-down layout
+is left to read). `windows: crossing` takes tuples from where objects overlap instead of where
+they move, so that which blob is which decides the order. docs/video.md has what each of these
+measured.
 """
 
 from __future__ import annotations
@@ -116,11 +116,10 @@ class FrameOrder(Task):
                 f"frame_order frame_turns needs square frames, got {image_shape[1]}x"
                 f"{image_shape[2]}; set --image-size or turn frame_turns off"
             )
-        self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
-        self.frame_turns, self.frame_flips = float(frame_turns), frame_flips
         if windows not in ("motion", "crossing"):
             raise SelfSupError(f"frame_order windows is 'motion' or 'crossing', got {windows!r}")
-        self.windows = windows
+        self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
+        self.frame_turns, self.frame_flips, self.windows = float(frame_turns), frame_flips, windows
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
@@ -134,9 +133,7 @@ class FrameOrder(Task):
             if self.frame_flips:
                 frames = horizontal_flip(frames)
             if self.frame_turns:
-                turned = random_quarter_turns(frames)
-                chosen = torch.rand(len(frames), device=frames.device) < self.frame_turns
-                frames = torch.where(chosen[:, None, None, None], turned, frames)
+                frames = random_quarter_turns(frames, p=self.frame_turns)
             tuples = frames.view(b, n, c, h, w)
         if self.augment:
             # The 3 frames as channels of one image: one crop and flip for the whole tuple, so

@@ -112,6 +112,8 @@ class GAN(Task):
             raise SelfSupError(f"r1_weight must be >= 0, got {r1_weight}")
         if r1_every < 1:
             raise SelfSupError(f"r1_every must be >= 1 step, got {r1_every}")
+        if critic_hidden < 0:
+            raise SelfSupError(f"critic_hidden must be >= 0, got {critic_hidden}")
         self.r1_weight, self.r1_every = float(r1_weight), int(r1_every)
         self.steps_taken, self.last_r1 = 0, torch.tensor(0.0)
         if generator_objective not in ("adversarial", "feature_matching"):
@@ -122,8 +124,6 @@ class GAN(Task):
         self.loss, self.generator_objective = loss, generator_objective
         self.augment = diff_augment
         self.generator = Generator(noise_dim, image_shape, generator_width)
-        if critic_hidden < 0:
-            raise SelfSupError(f"critic_hidden must be >= 0, got {critic_hidden}")
         self.critic = Critic(backbone, spectral=spectral_norm, hidden=critic_hidden)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -212,9 +212,10 @@ def word2vec_run(path: str | Path) -> Path:
     from selfsup.recipe import load_run
 
     path = Path(path)
-    if load_run(path).task != "word2vec":
+    task = load_run(path).task
+    if task != "word2vec":
         raise SelfSupError(
-            f"text option word_vectors: {path} is a {load_run(path).task} run; give the --out "
+            f"text option word_vectors: {path} is a {task} run; give the --out "
             "folder of a word2vec run (selfsup pretrain --recipe recipes/sst2_word2vec.yaml)"
         )
     return path
