@@ -68,6 +68,19 @@ def bench_run(name: str) -> Path:
     return path
 
 
+def untrained_twin(backbone, recipe):
+    """A text run's architecture freshly initialised (seed 0), its token embeddings started
+    from the recipe's `word_vectors` run if it names one: the control for what pretraining
+    added beyond those vectors."""
+    from selfsup.evaluate.baselines import random_init_backbone
+    from selfsup.text.build import start_from_word_vectors
+
+    fresh = random_init_backbone(backbone, seed=0)
+    if recipe.text.get("word_vectors"):
+        start_from_word_vectors(fresh, recipe.text["word_vectors"])
+    return fresh
+
+
 def paired_gap(values: list[float], reference: list[float]) -> str:
     """Mean of the paired differences values - reference, ± its standard error, e.g. "+0.011 ±
     0.002": the label-draw scripts' comparison, where both lists come from the same draws."""

@@ -13,6 +13,14 @@ reads. So, for each draw (seed 0 .. N-1; stratified subsets exactly as `selfsup 
 - each --finetune run fine-tuned with the evaluation's budget and learning rate (its `finetune`
   row), and, once, the first such run's Transformer trained from scratch (the `supervised` row).
 
+`--untrained` fine-tunes each --finetune run's architecture freshly initialised instead (its
+token embeddings started from the run's `word_vectors` if its recipe names them): what
+pretraining added. `--freeze-stages K` fine-tunes the pretrained runs with their first K
+stages fixed (1: the token embeddings), as `selfsup evaluate --freeze-stages` does.
+`--choose-c`: every logistic regression (TF-IDF's too) picks its C by 5-fold cross-validation
+on the labelled sentences (selfsup.text.finetune.C_GRID) instead of the evaluation's fixed C (1
+on standardised features, 10 for TF-IDF).
+
 Runs are runs/bench/NAME (or a path). Prints every draw, then per method the mean and standard
 deviation over draws and the paired difference against TF-IDF and against the from-scratch
 Transformer (mean and its standard error over draws): the draws are shared, so the paired
@@ -27,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from run_benchmarks import bench_run, paired_gap  # benchmarks/, the folder of this script
+from run_benchmarks import bench_run, paired_gap, untrained_twin  # benchmarks/, this folder
 
 from selfsup.evaluate.baselines import random_init_backbone
 from selfsup.evaluate.labels import stratified_subset
@@ -60,6 +68,15 @@ def main() -> None:
     parser.add_argument("--data", default=SST2, help="labelled tsv:TRAIN,TEST (default SST-2)")
     parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
     parser.add_argument("--draws", type=int, default=10, help="label draws (seeds 0..N-1)")
+    parser.add_argument(
+        "--choose-c", action="store_true", help="cross-validate C of every logistic regression"
+    )
+    parser.add_argument(
+        "--untrained", action="store_true", help="fine-tune the --finetune runs' untrained twins"
+    )
+    parser.add_argument(
+        "--freeze-stages", type=int, default=0, help="fine-tuning keeps the first K stages fixed"
+    )
     args = parser.parse_args()
     fraction = float(args.labels.rstrip("%")) / 100
     accuracy: dict[str, list[float]] = {}
@@ -80,24 +97,33 @@ def main() -> None:
             text_features(backbone, train), text_features(backbone, test), train, test
         )  # fmt: skip
     tuned = {name: load_text_run(bench_run(name), args.data) for name in args.finetune}
+    if args.untrained:
+        tuned = {
+            f"{name} (untrained)": (untrained_twin(backbone, recipe), *rest, recipe)
+            for name, (backbone, *rest, recipe) in tuned.items()
+        }
     # Every run reads the same sentences in the same order; TF-IDF reads their raw strings.
     train, test = next(iter(frozen.values()))[2:] if frozen else next(iter(tuned.values()))[1:3]
 
     for seed in range(args.draws):
         idx = stratified_subset(train.labels, fraction, seed)
         started = time.perf_counter()
-        record("tfidf", seed, tfidf_accuracy(train.subset(idx), test), started)
+        tfidf = tfidf_accuracy(train.subset(idx), test, choose_c=args.choose_c)
+        record("tfidf", seed, tfidf, started)
         for method, (train_x, test_x, run_train, run_test) in frozen.items():
             started = time.perf_counter()
-            value = logistic_regression_accuracy(train_x[idx], run_train.labels[idx], test_x,
-                                                 run_test.labels)  # fmt: skip
+            value = logistic_regression_accuracy(
+                train_x[idx], run_train.labels[idx], test_x, run_test.labels,
+                choose_c=args.choose_c,
+            )  # fmt: skip
             record(method, seed, value, started)
         for position, (name, (backbone, run_train, run_test, recipe)) in enumerate(tuned.items()):
             ft = finetune_settings(recipe)
             steps = budget_steps(len(idx), ft["batch_size"], ft["epochs"], ft["max_steps"])
             budget = {"steps": steps, "batch_size": ft["batch_size"], "seed": seed}
             started = time.perf_counter()
-            value = finetune_text(backbone, run_train.subset(idx), run_test, lr=ft["lr"], **budget)
+            value = finetune_text(backbone, run_train.subset(idx), run_test, lr=ft["lr"],
+                                  freeze_stages=args.freeze_stages, **budget)  # fmt: skip
             record(f"fine-tuned {name}", seed, value, started)
             if position == 0:
                 fresh = random_init_backbone(backbone, seed)

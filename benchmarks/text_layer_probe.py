@@ -7,6 +7,11 @@ For each finished run in runs/bench/NAME: the mean over real tokens of the token
 regression on the same stratified label subset the evaluation uses (seed 0), scored on the
 run's evaluation test split; then all layers concatenated. Answers whether a lower layer holds
 more of the downstream label than the last one, which the linear-probe rows read.
+
+`--draws N` averages over the label draws of seeds 0..N-1, `--choose-c` picks each logistic
+regression's C by 5-fold cross-validation (as text_label_draws.py does), and `--untrained`
+probes the run's architecture freshly initialised instead (its token embeddings started from
+the run's `word_vectors` if its recipe names them): what pretraining changed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from run_benchmarks import bench_run  # benchmarks/, the folder of this script
+from run_benchmarks import bench_run, untrained_twin  # benchmarks/, this script's folder
 
 from selfsup.backbones.transformer import mean_over_tokens
 from selfsup.evaluate.labels import stratified_subset
@@ -52,28 +57,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="+", help="text runs in runs/bench/")
     parser.add_argument("--labels", default="1%", help="label fraction, e.g. 1%% or 0.1")
+    parser.add_argument("--draws", type=int, default=1, help="label draws (seeds 0..N-1)")
+    parser.add_argument("--choose-c", action="store_true", help="cross-validate C")
+    parser.add_argument("--untrained", action="store_true", help="probe a fresh initialisation")
     args = parser.parse_args()
     fraction = float(args.labels.rstrip("%")) / (100 if args.labels.endswith("%") else 1)
     for name in args.names:
         run = bench_run(name)
         recipe, tokenizer = load_run(run), load_tokenizer(run)
-        backbone = run_backbone(run).eval()
+        backbone = run_backbone(run)
+        if args.untrained:
+            backbone = untrained_twin(backbone, recipe)
+        backbone.eval()
         spec = recipe.evaluate.get("data", recipe.data)
         train, test = labeled_splits(spec, recipe, tokenizer, backbone)
-        idx = stratified_subset(train.labels, fraction, 0)
-        # Only the labelled subset is embedded: the probe never sees the other train texts.
-        train_x = layer_features(backbone, train.subset(idx))
-        test_x = layer_features(backbone, test)
-        y = train.labels[idx]
-        print(f"{name}: {len(idx)} labels, accuracy on {len(test)} test texts")
+        train_x, test_x = layer_features(backbone, train), layer_features(backbone, test)
         names = ["embeddings", *[f"block {i + 1}" for i in range(len(backbone.blocks))], "final"]
-        for layer, label in enumerate(names):
-            accuracy = logistic_regression_accuracy(
-                train_x[:, layer], y, test_x[:, layer], test.labels
-            )
-            print(f"  {label:<12} {accuracy:.3f}")
-        concat = logistic_regression_accuracy(train_x.flatten(1), y, test_x.flatten(1), test.labels)
-        print(f"  {'all layers':<12} {concat:.3f}")
+        reads = {label: [layer] for layer, label in enumerate(names)}
+        reads["all layers"] = list(range(len(names)))
+        scores: dict[str, list[float]] = {label: [] for label in reads}
+        for seed in range(args.draws):
+            idx = stratified_subset(train.labels, fraction, seed)
+            for label, layers in reads.items():
+                scores[label].append(logistic_regression_accuracy(
+                    train_x[idx][:, layers].flatten(1), train.labels[idx],
+                    test_x[:, layers].flatten(1), test.labels, choose_c=args.choose_c,
+                ))  # fmt: skip
+        state = "untrained" if args.untrained else "pretrained"
+        print(f"{name} ({state}): {len(idx)} labels, accuracy on {len(test)} test texts, "
+              f"mean over {args.draws} draw(s)")  # fmt: skip
+        for label, values in scores.items():
+            print(f"  {label:<12} {sum(values) / len(values):.3f}")
 
 
 if __name__ == "__main__":

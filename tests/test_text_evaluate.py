@@ -170,3 +170,15 @@ def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2
     with pytest.raises(SelfSupError, match="dim to 32"):
         wider = dict(mlm_recipe, backbone_options=dict(mlm_recipe["backbone_options"], dim=48))
         pretrain_run(Recipe.from_dict(wider), tmp_path / "mlm3", progress=False)
+
+    # freeze_word_vectors: the vectors stay exactly as started while the blocks learn.
+    frozen = dict(mlm_recipe, text=dict(mlm_recipe["text"], freeze_word_vectors=True),
+                  train=dict(mlm_recipe["train"], steps=3, lr=1e-2))  # fmt: skip
+    pretrain_run(Recipe.from_dict(frozen), tmp_path / "frozen", progress=False)
+    kept, moved = run_backbone(tmp_path / "frozen"), run_backbone(tmp_path / "mlm")
+    assert torch.equal(kept.embed.tokens.weight, vectors * (0.02 / vectors.std()))
+    block = "blocks.0.attn.qkv.weight"
+    assert not torch.allclose(kept.state_dict()[block], moved.state_dict()[block], atol=1e-4)
+    with pytest.raises(SelfSupError, match="name the word2vec run"):
+        alone = dict(mlm_recipe, text={"vocab_size": 300, "freeze_word_vectors": True})
+        pretrain_run(Recipe.from_dict(alone), tmp_path / "mlm4", progress=False)

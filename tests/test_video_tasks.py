@@ -50,6 +50,24 @@ def test_frame_order_labels_are_correct_by_construction(clips):
     assert torch.equal(tuples, clips.repeat(4, 1, 1, 1, 1)[rows, index])
 
 
+def test_frame_order_foreign_negatives_come_from_another_clip_laid_out_alike(clips):
+    torch.manual_seed(0)
+    tuples, labels, index = order_tuples(clips, gap=3, foreign=1.0)
+    positive, foreign = labels.bool(), index[:, 1] == -1
+    assert torch.equal(foreign, ~positive)  # foreign=1: every negative
+    assert (index[positive].diff(dim=1) == 3).all()
+    layout = F.adaptive_avg_pool2d(clips.mean(2), 8).flatten(2)  # (clips, frames, 64)
+    for i in torch.nonzero(foreign).flatten().tolist():
+        match = (clips == tuples[i, 1]).flatten(2).all(2)  # (clips, frames): where it came from
+        source_clip = int(torch.nonzero(match)[0, 0])
+        assert source_clip != i and not match[i].any()
+        true_middle = layout[i, (index[i, 0] + index[i, 2]) // 2]
+        distances = (layout - true_middle).norm(dim=2)
+        distances[i] = float("inf")  # its own clip is never a candidate
+        picked = layout[match].view(-1, 64)[0]
+        assert torch.isclose((picked - true_middle).norm(), distances.min())
+
+
 def test_frame_order_samples_tuples_where_there_is_motion():
     clips = torch.zeros(64, 20, 1, 8, 8)
     clips[:, 12:, :, 0, :] = torch.rand(64, 8, 1, 8)  # frames 0-11 are still
@@ -168,6 +186,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         lambda b: FutureFrame(b, (1, 32, 32), past=4, future=2, reconstruct=True),
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
         lambda b: FrameOrder(b, (1, 32, 32), frame_turns=0.5, frame_flips=True),
+        lambda b: FrameOrder(b, (1, 32, 32), foreign=0.5),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
         lambda b: DensePredictiveCoding(
             b, (1, 32, 32), past=3, future=2, dim=16, width=32, negatives="same_cell"
@@ -183,6 +202,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         "future_frame_composite",
         "frame_order_shifted",
         "frame_order_turned_and_flipped",
+        "frame_order_foreign",
         "dpc",
         "dpc_same_cell",
     ],
@@ -248,9 +268,11 @@ def test_pretrain_on_moving_mnist_from_the_cli(tmp_path, shared_data, task):
         assert all(row["distinct_pairs"] == 1.0 for row in logs)
 
 
-def test_frame_turns_is_a_probability_on_square_frames():
+def test_frame_order_options_are_checked():
     with pytest.raises(SelfSupError, match="probability"):
         FrameOrder(_backbone(), (1, 32, 32), frame_turns=1.5)
+    with pytest.raises(SelfSupError, match="foreign is a probability"):
+        FrameOrder(_backbone(), (1, 32, 32), foreign=-0.1)
     with pytest.raises(SelfSupError, match="square"):
         FrameOrder(_backbone(), (1, 32, 24), frame_turns=True)
     with pytest.raises(SelfSupError, match="crossing"):

@@ -65,7 +65,12 @@ def pretrain_run(
     if is_text_spec(recipe.data):
         # Text: the tokenizer is trained on the corpus (or reloaded on resume) and kept in the
         # run directory; evaluate / generate / embed read it back from there.
-        from selfsup.text.build import build_text_task, prepare_text, start_from_word_vectors
+        from selfsup.text.build import (
+            build_text_task,
+            prepare_text,
+            start_from_word_vectors,
+            text_options,
+        )
 
         tokenizer, dataset = prepare_text(recipe, out_dir if resume else None)
     else:
@@ -75,9 +80,11 @@ def pretrain_run(
     torch.manual_seed(config.seed)  # the initial weights are part of what a seed reproduces
     if tokenizer is not None:
         task = build_text_task(recipe, tokenizer, dataset)
-        vectors_run = recipe.text.get("word_vectors")
-        if vectors_run and not resume:  # on resume the checkpoint holds the weights
-            start_from_word_vectors(task.backbone, vectors_run)
+        options = text_options(recipe)
+        if options["word_vectors"] and not resume:  # on resume the checkpoint holds the weights
+            start_from_word_vectors(task.backbone, options["word_vectors"])
+        if options["freeze_word_vectors"]:
+            task.backbone.embed.tokens.weight.requires_grad_(False)
     else:
         task = build_task(recipe, dataset.image_shape, len(dataset))
 

@@ -20,8 +20,10 @@ the network knows which way up each frame is, and that needs what the digits loo
 question RotNet asks, Gidaris et al. 2018), so order can no longer be read off blob positions
 alone. `frame_flips: true` mirrors each frame left-right or not, on its own (the up-down layout
 is left to read). `windows: crossing` takes tuples from where objects overlap instead of where
-they move, so that which blob is which decides the order. docs/video.md has what each of these
-measured.
+they move, so that which blob is which decides the order. `foreign: P` makes a share P of the
+negatives (b, x, d) with x the frame of another clip in the batch whose coarse layout (8x8 mean
+ink) is closest to the true middle frame's: where the ink is then fits the order, so only what
+the frame shows can give x away. docs/video.md has what each of these measured.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from selfsup.data.video import gather_frames, sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.clips import (
+    closest_frame_elsewhere,
     make_readout,
     mlp,
     outline,
@@ -61,12 +64,14 @@ def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
 
 
 def order_tuples(
-    clips: torch.Tensor, gap: int, windows: str = "motion"
+    clips: torch.Tensor, gap: int, windows: str = "motion", foreign: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One frame tuple per clip: (tuples (B, 3, C, H, W), labels (B,) 1.0 = in temporal order,
     frame indices (B, 3)). Frames a..e lie `gap` apart in a window drawn in proportion to its
     motion (`windows="motion"`) or to the square of the ink its most overlapped frame hides
-    ("crossing"); exactly half the tuples (rounded up) are positives (b, c, d)."""
+    ("crossing"); exactly half the tuples (rounded up) are positives (b, c, d). A `foreign`
+    share of the negatives is (b, x, d) instead, x the frame of another clip laid out most like
+    c (its index is then -1)."""
     batch = clips.shape[0]
     if windows == "crossing":
         weights = crossing_weights(clips, gap)
@@ -79,7 +84,16 @@ def order_tuples(
     outside = torch.where(before_or_after, five[:, 0], five[:, 4])
     middle = torch.where(positive, five[:, 2], outside)
     index = torch.stack([five[:, 1], middle, five[:, 3]], dim=1)
-    return gather_frames(clips, index), positive.float(), index
+    tuples = gather_frames(clips, index)
+    if not foreign:  # draws nothing more: runs without foreign frames stay as they were
+        return tuples, positive.float(), index
+    swap = ~positive & (torch.rand(batch, device=clips.device) < foreign)
+    if swap.any():
+        rows = swap.nonzero().squeeze(1)
+        clip, frame = closest_frame_elsewhere(clips, clips[rows, five[rows, 2]], rows)
+        tuples[rows, 1] = clips[clip, frame]
+        index[rows, 1] = -1
+    return tuples, positive.float(), index
 
 
 class FrameOrder(Task):
@@ -99,6 +113,7 @@ class FrameOrder(Task):
         frame_turns: float = 0.0,
         frame_flips: bool = False,
         windows: str = "motion",
+        foreign: float = 0.0,
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
         "pooled" its pooled features (see MapReadout for why the map). `frame_shift`,
@@ -116,17 +131,20 @@ class FrameOrder(Task):
                 f"frame_order frame_turns needs square frames, got {image_shape[1]}x"
                 f"{image_shape[2]}; set --image-size or turn frame_turns off"
             )
+        if not 0.0 <= float(foreign) <= 1.0:
+            raise SelfSupError(f"frame_order foreign is a probability in [0, 1], got {foreign}")
         if windows not in ("motion", "crossing"):
             raise SelfSupError(f"frame_order windows is 'motion' or 'crossing', got {windows!r}")
         self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
         self.frame_turns, self.frame_flips, self.windows = float(frame_turns), frame_flips, windows
+        self.foreign = float(foreign)
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
-        tuples, labels, _ = order_tuples(clips, self.gap, self.windows)
+        tuples, labels, _ = order_tuples(clips, self.gap, self.windows, self.foreign)
         if self.frame_shift or self.frame_turns or self.frame_flips:
             b, n, c, h, w = tuples.shape
             frames = random_translate(tuples.reshape(b * n, c, h, w), self.frame_shift)
@@ -150,7 +168,10 @@ class FrameOrder(Task):
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         # `images` are clips (N, T, C, H, W). Each row: a sorted tuple | a shuffled one.
-        tuples, labels, _ = order_tuples(images[:8].repeat(2, 1, 1, 1, 1), self.gap, self.windows)
+        clips = images[:16]
+        if len(clips) < 16:  # enough tuples for 6 of each kind (copies: foreign frames differ)
+            clips = clips.repeat(-(-16 // len(clips)), 1, 1, 1, 1)[:16]
+        tuples, labels, _ = order_tuples(clips, self.gap, self.windows, self.foreign)
         rows = min(int(labels.sum()), int((1 - labels).sum()), 6)
         sorted_, shuffled = tuples[labels == 1][:rows], tuples[labels == 0][:rows]
         blank = torch.zeros_like(tuples[:rows, :1])

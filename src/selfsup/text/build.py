@@ -37,6 +37,7 @@ TEXT_OPTIONS: dict[str, Any] = {
     "label_column": None,  # tsv/csv: default the first of label, labels, class, target
     "limit": None,  # read at most this many documents / rows / pairs (quick runs, tests)
     "word_vectors": None,  # a word2vec run: its tokenizer, and its vectors start the embeddings
+    "freeze_word_vectors": False,  # keep those vectors fixed while pretraining
 }
 
 
@@ -46,7 +47,13 @@ def text_options(recipe) -> dict[str, Any]:
         raise SelfSupError(
             f"unknown text option(s) {', '.join(unknown)}; valid: {', '.join(TEXT_OPTIONS)}"
         )
-    return {**TEXT_OPTIONS, **recipe.text}
+    options = {**TEXT_OPTIONS, **recipe.text}
+    if options["freeze_word_vectors"] and not options["word_vectors"]:
+        raise SelfSupError(
+            "text option freeze_word_vectors keeps word2vec's vectors fixed; name the word2vec "
+            "run with text option word_vectors too"
+        )
+    return options
 
 
 def documents(spec: TextSpec, split: str, opts: dict[str, Any]) -> Iterator[list[str]]:
