@@ -182,3 +182,25 @@ def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2
     with pytest.raises(SelfSupError, match="name the word2vec run"):
         alone = dict(mlm_recipe, text={"vocab_size": 300, "freeze_word_vectors": True})
         pretrain_run(Recipe.from_dict(alone), tmp_path / "mlm4", progress=False)
+
+
+def test_cross_validated_logistic_regressions_fit_the_labels():
+    from selfsup.text.data import LabeledText
+    from selfsup.text.finetune import logistic_regression_accuracy, tfidf_accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    y = torch.arange(80) % 2
+    x = torch.randn(80, 20, generator=generator)
+    x[:, 0] += 3.0 * (2 * y - 1)  # one informative feature among noise
+    for choose_c in (False, True):
+        accuracy = logistic_regression_accuracy(x[:60], y[:60], x[60:], y[60:], choose_c=choose_c)
+        assert accuracy >= 0.95
+
+    words = {0: ["dull", "boring", "awful", "bad"], 1: ["great", "moving", "fine", "good"]}
+    texts = [f"a {words[i % 2][i % 4]} film {i}" for i in range(40)]
+    labels = torch.tensor([i % 2 for i in range(40)])
+
+    def table(rows: slice) -> LabeledText:
+        return LabeledText(raw=texts[rows], labels=labels[rows], texts=None, classes=["0", "1"])
+
+    assert tfidf_accuracy(table(slice(0, 30)), table(slice(30, 40)), choose_c=True) == 1.0
