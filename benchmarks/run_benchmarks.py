@@ -70,15 +70,14 @@ def bench_run(name: str) -> Path:
 
 def untrained_twin(backbone, recipe):
     """A text run's architecture freshly initialised (seed 0), its token embeddings started
-    from the recipe's `word_vectors` run if it names one: the control for what pretraining
-    added beyond those vectors."""
+    from the recipe's `word_vectors` run if it names one (`selfsup evaluate`'s vectors_only
+    baseline): the control for what pretraining added."""
     from selfsup.evaluate.baselines import random_init_backbone
-    from selfsup.text.build import start_from_word_vectors
+    from selfsup.text.build import vectors_only_backbone
 
-    fresh = random_init_backbone(backbone, seed=0)
     if recipe.text.get("word_vectors"):
-        start_from_word_vectors(fresh, recipe.text["word_vectors"])
-    return fresh
+        return vectors_only_backbone(backbone, recipe, seed=0)
+    return random_init_backbone(backbone, seed=0)
 
 
 def paired_gap(values: list[float], reference: list[float]) -> str:
@@ -240,7 +239,7 @@ def render() -> str:
                     row["protocol"],
                 )
                 rows.setdefault(key, {})[row["fraction"]] = row["accuracy"]
-        baseline_names = ("raw", "random_init", "supervised", "tfidf", "word2vec")
+        baseline_names = ("raw", "random_init", "supervised", "tfidf", "word2vec", "vectors_only")
         random_linear = rows.get(("random_init", "", "linear"), {})
         from_scratch = rows.get(("supervised", "", "train"), {})
         # Baselines first, then the pretrained rows in name order.
@@ -267,6 +266,7 @@ def render() -> str:
                 "supervised": "none (supervised from scratch)",
                 "tfidf": "none (TF-IDF of words + bigrams)",
                 "word2vec": "averaged word2vec vectors (sst2_word2vec)",
+                "vectors_only": "word2vec's vectors in the same Transformer, no LM pretraining",
             }.get(method, method)
             out.append(f"| {label} | {protocol} | " + " | ".join(texts) + " |")
         out.append("")

@@ -173,7 +173,8 @@ def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2
 
     # freeze_word_vectors: the vectors stay exactly as started while the blocks learn.
     frozen = dict(mlm_recipe, text=dict(mlm_recipe["text"], freeze_word_vectors=True),
-                  train=dict(mlm_recipe["train"], steps=3, lr=1e-2))  # fmt: skip
+                  train=dict(mlm_recipe["train"], steps=3, lr=1e-2),
+                  evaluate={"max_steps": 4, "epochs": 1})  # fmt: skip
     pretrain_run(Recipe.from_dict(frozen), tmp_path / "frozen", progress=False)
     kept, moved = run_backbone(tmp_path / "frozen"), run_backbone(tmp_path / "mlm")
     assert torch.equal(kept.embed.tokens.weight, vectors * (0.02 / vectors.std()))
@@ -182,6 +183,22 @@ def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2
     with pytest.raises(SelfSupError, match="name the word2vec run"):
         alone = dict(mlm_recipe, text={"vocab_size": 300, "freeze_word_vectors": True})
         pretrain_run(Recipe.from_dict(alone), tmp_path / "mlm4", progress=False)
+
+    # The vectors_only baseline: the same Transformer with the vectors and random blocks.
+    from selfsup.evaluate.baselines import random_init_backbone
+    from selfsup.text.build import vectors_only_backbone
+
+    twin = vectors_only_backbone(kept, Recipe.from_dict(frozen), seed=3)
+    assert torch.equal(twin.embed.tokens.weight, vectors * (0.02 / vectors.std()))
+    assert torch.equal(twin.state_dict()[block], random_init_backbone(kept, 3).state_dict()[block])
+    results = evaluate_run(
+        tmp_path / "frozen", data=sst2_slice, protocols=("finetune",), fractions=(0.1,),
+        baselines=("vectors_only",), progress=False,
+    )  # fmt: skip
+    rows = {(row["method"], row["protocol"]) for row in results["rows"]}
+    assert rows == {("ssl", "finetune"), ("vectors_only", "finetune")}
+    with pytest.raises(SelfSupError, match="needs a run started from word vectors"):
+        vectors_only_backbone(kept, Recipe.from_dict(dict(mlm_recipe, text={"vocab_size": 300})))
 
 
 def test_cross_validated_logistic_regressions_fit_the_labels():

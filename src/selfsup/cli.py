@@ -155,9 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--baselines",
-        type=_choices(("raw", "random_init", "supervised"), True),
+        type=_choices(("raw", "random_init", "supervised", "vectors_only"), True),
         default=("raw", "random_init", "supervised"),
-        help="raw,random_init,supervised or none (default all)",
+        help="raw,random_init,supervised or none (default those three); vectors_only (text runs "
+        "started from word_vectors): the same Transformer with those vectors, no pretraining",
     )
     e.add_argument("--k", type=int, default=20, help="neighbours for kNN (default 20)")
     e.add_argument(

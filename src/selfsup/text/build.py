@@ -249,6 +249,23 @@ def start_from_word_vectors(backbone: torch.nn.Module, path: str | Path) -> None
     embeddings.weight.copy_(vectors * (0.02 / vectors.std()))
 
 
+def vectors_only_backbone(backbone: torch.nn.Module, recipe, seed: int = 0) -> torch.nn.Module:
+    """A run's Transformer freshly initialised (seed `seed`) with its token embeddings started
+    from the word2vec run its recipe names (`text.word_vectors`), its blocks random: the
+    control for what pretraining added beyond those vectors (the `vectors_only` baseline)."""
+    from selfsup.evaluate.baselines import random_init_backbone
+
+    vectors_run = text_options(recipe)["word_vectors"]
+    if not vectors_run:
+        raise SelfSupError(
+            "the vectors_only baseline needs a run started from word vectors (text option "
+            "word_vectors); leave it out of --baselines for this run"
+        )
+    fresh = random_init_backbone(backbone, seed)
+    start_from_word_vectors(fresh, vectors_run)
+    return fresh
+
+
 def trained_text_task(run_dir: str | Path):
     """(task with the last checkpoint's weights in eval mode, tokenizer) of a text run."""
     from selfsup.engine import CHECKPOINT, load_checkpoint

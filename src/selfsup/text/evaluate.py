@@ -8,6 +8,9 @@ accuracy), so the same table, plot and report code renders them:
   supervised train ("supervised") the same architecture from random init, same budget
   random_init linear ("random_init") frozen random features + logistic regression
   word2vec logreg  (--word2vec RUN) averaged vectors of a word2vec run + logistic regression
+  vectors_only finetune ("vectors_only", runs started from `word_vectors`) the same Transformer
+                  with those vectors and random blocks, fine-tuned like the run: what
+                  pretraining added beyond the vectors
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 from selfsup.errors import SelfSupError
 from selfsup.evaluate.labels import stratified_subset
 from selfsup.recipe import load_run
-from selfsup.text.build import documents, labeled_splits, text_options
+from selfsup.text.build import documents, labeled_splits, text_options, vectors_only_backbone
 from selfsup.text.corpus import language_of, parse_text_spec, read_parallel
 from selfsup.text.data import LabeledText, PackedText, pad
 from selfsup.text.finetune import (
@@ -132,6 +135,8 @@ def classification(
     from selfsup.evaluate.knn import knn_accuracy
 
     train, test = labeled_splits(data, recipe, tokenizer, backbone)
+    if "vectors_only" in baselines:  # built (and checked) before any slow work
+        vectors_only = vectors_only_backbone(backbone, recipe, seed)
     if protocols is None:
         frozen_only = recipe.backbone == "word_vectors"
         protocols = ("linear",) if frozen_only else ("finetune", "linear")
@@ -185,6 +190,9 @@ def classification(
             fresh = random_init_backbone(backbone, seed)
             scratch = {**budget, "lr": ft["scratch_lr"]}
             record("supervised", "train", f, n, finetune_text, fresh, labelled, test, **scratch)
+        if "vectors_only" in baselines:
+            record("vectors_only", "finetune", f, n, finetune_text, vectors_only, labelled, test,
+                   **budget)  # fmt: skip
     return {
         "fractions": list(fractions),
         "rows": rows,
