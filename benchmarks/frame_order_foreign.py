@@ -16,22 +16,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from run_benchmarks import bench_run  # benchmarks/, the folder of this script
 
-from selfsup.engine import CHECKPOINT, load_checkpoint
-from selfsup.recipe import build_data, build_task, load_run
-from selfsup.tasks.clips import closest_frame_elsewhere, read_frames
+from selfsup.recipe import build_data, load_run
+from selfsup.runs import trained_task
+from selfsup.tasks.clips import closest_frame_elsewhere, coarse_layout, read_frames
 from selfsup.tasks.frame_order import order_tuples
 
 
 def middle_distance(tuples: torch.Tensor, true_middle: torch.Tensor) -> torch.Tensor:
-    """L2 distance between the 8x8 mean-ink layouts of each tuple's middle frame and c."""
-
-    def layout(frames: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(frames.mean(1, keepdim=True), 8).flatten(1)
-
-    return (layout(tuples[:, 1]) - layout(true_middle)).norm(dim=1)
+    """L2 distance between the coarse layouts of each tuple's middle frame and c."""
+    return (coarse_layout(tuples[:, 1]) - coarse_layout(true_middle)).norm(dim=1)
 
 
 def head_says_in_order(task, tuples: torch.Tensor) -> torch.Tensor:
@@ -49,10 +44,7 @@ def main() -> None:
     if recipe.task != "frame_order":
         raise SystemExit(f"{args.run} is a {recipe.task} run; give a frame_order run")
     test = build_data(recipe, "test")
-    state = load_checkpoint(run / CHECKPOINT)
-    task = build_task(recipe, tuple(test.image_shape), state.get("dataset_size"))
-    task.load_state_dict(state["task"])
-    task.eval()
+    task = trained_task(run, tuple(test.image_shape))
     clips = test.clips.float() / 255
     right: dict[str, list[float]] = {"in order": [], "shuffled": [], "foreign": []}
     distance: dict[str, list[float]] = {"shuffled": [], "foreign": []}

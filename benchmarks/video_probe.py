@@ -17,23 +17,15 @@ the way.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from run_benchmarks import bench_run  # benchmarks/, the folder of this script
 from torch import nn
 
-from selfsup.engine import load_checkpoint
 from selfsup.evaluate.baselines import random_init_backbone
-from selfsup.evaluate.features import extract_features
-from selfsup.evaluate.video import (
-    clip_features,
-    clip_frames,
-    label_subset,
-    linear_scores,
-    multilabel_metrics,
-)
-from selfsup.recipe import build_data, build_task, load_run
+from selfsup.evaluate.video import evaluate_video_backbone
+from selfsup.recipe import build_data, load_run
+from selfsup.runs import trained_task
 
 FRACTIONS = (0.01, 0.1, 1.0)
 
@@ -50,23 +42,12 @@ class PooledStage(nn.Module):
 
 
 def clip_accuracies(encoder: nn.Module, train, test) -> list[float]:
-    """Both-digits-right accuracy of the linear probe at each of FRACTIONS."""
-    encoder.eval()
-    train_x = clip_features(extract_features(encoder, clip_frames(train)), train.num_clips)
-    test_x = clip_features(extract_features(encoder, clip_frames(test)), test.num_clips)
-    accuracies = []
-    for fraction in FRACTIONS:
-        clips = label_subset(train.num_clips, fraction, 0)
-        scores = linear_scores(train_x[clips], train.clip_labels[clips], test_x)
-        accuracies.append(multilabel_metrics(scores, test.clip_labels)["accuracy"])
-    return accuracies
-
-
-def trained_backbone(recipe, train, path: Path) -> nn.Module:
-    state = load_checkpoint(path)
-    task = build_task(recipe, tuple(train.image_shape), state.get("dataset_size"))
-    task.load_state_dict(state["task"])
-    return task.backbone
+    """Both-digits-right accuracy of the evaluation's linear probe at each of FRACTIONS."""
+    results = evaluate_video_backbone(
+        encoder.eval(), train, test, protocols=("linear",), fractions=FRACTIONS, baselines=(),
+        progress=False,
+    )  # fmt: skip
+    return [row["accuracy"] for row in results["rows"]]
 
 
 def main() -> None:
@@ -83,7 +64,7 @@ def main() -> None:
         raise SystemExit(f"{args.run}: not a run on labelled clips (use moving-mnist:DIR data)")
     header = "  ".join(f"{f:>6.0%}" for f in FRACTIONS)
     if args.stages:
-        final = trained_backbone(recipe, train, run / "checkpoints" / "last.pt")
+        final = trained_task(run, tuple(train.image_shape)).backbone
         print(f"{'backbone':<8} {'stage':>5}  {header}")
         for name, backbone in (("run", final), ("random", random_init_backbone(final, 0))):
             for stages in range(1, len(backbone.stages()) + 1):
@@ -96,7 +77,8 @@ def main() -> None:
         raise SystemExit(f"{run} kept no checkpoints: pretrain it with --keep-every N")
     print(f"{'step':>6}  {header}")
     for path in checkpoints:
-        accuracies = clip_accuracies(trained_backbone(recipe, train, path), train, test)
+        backbone = trained_task(run, tuple(train.image_shape), checkpoint=path).backbone
+        accuracies = clip_accuracies(backbone, train, test)
         print(f"{int(path.stem[5:]):>6}  " + "  ".join(f"{a:>6.3f}" for a in accuracies),
               flush=True)  # fmt: skip
 

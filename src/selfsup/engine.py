@@ -381,6 +381,7 @@ def pretrain(
                 for key, value in dataset.extras(idx).items():
                     value = value.to(device, non_blocking=True)
                     batch[key] = value.float().div_(255) if value.dtype == torch.uint8 else value
+            batch["step"] = torch.tensor(step)  # for schedules inside a task (lazy R1)
             logs = model(batch)
             loss = logs["loss"]
             nonfinite |= ~torch.isfinite(loss.detach())

@@ -70,6 +70,7 @@ def pretrain_run(
             prepare_text,
             start_from_word_vectors,
             text_options,
+            token_embeddings,
         )
 
         tokenizer, dataset = prepare_text(recipe, out_dir if resume else None)
@@ -84,7 +85,7 @@ def pretrain_run(
         if options["word_vectors"] and not resume:  # on resume the checkpoint holds the weights
             start_from_word_vectors(task.backbone, options["word_vectors"])
         if options["freeze_word_vectors"]:
-            task.backbone.embed.tokens.weight.requires_grad_(False)
+            token_embeddings(task.backbone).weight.requires_grad_(False)
     else:
         task = build_task(recipe, dataset.image_shape, len(dataset))
 
@@ -115,8 +116,13 @@ def pretrain_run(
     return summary
 
 
-def trained_task(run_dir: str | Path, image_shape: tuple[int, int, int] | None = None):
-    """The run's task (backbone + heads) with the weights of its last checkpoint, in eval mode.
+def trained_task(
+    run_dir: str | Path,
+    image_shape: tuple[int, int, int] | None = None,
+    checkpoint: str | Path | None = None,
+):
+    """The run's task (backbone + heads) with the weights of its last checkpoint (or of
+    `checkpoint`, e.g. a kept checkpoints/step_N.pt), in eval mode.
 
     `image_shape` is that of the training data; it is read from the data when not given.
     """
@@ -124,7 +130,7 @@ def trained_task(run_dir: str | Path, image_shape: tuple[int, int, int] | None =
     recipe = load_run(run_dir)
     if image_shape is None:
         image_shape = tuple(build_data(recipe, "train").image_shape)
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    state = load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT)
     task = build_task(recipe, image_shape, state.get("dataset_size"))
     task.load_state_dict(state["task"])
     return task.eval()

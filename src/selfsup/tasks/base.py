@@ -17,7 +17,8 @@ Batch = dict[str, torch.Tensor]
 """A training batch on the task's device.
 
 Image tasks get "images" (float32 (B, C, H, W) in [0, 1]), "labels" (int64, -1 = none; pretext
-tasks must not use them) and "indices" (int64 position of each sample in the dataset).
+tasks must not use them), "indices" (int64 position of each sample in the dataset) and "step"
+(a 0-dim int64 tensor: the training step, which the engine's seeding and resume follow too).
 Datasets add their own extras: grouped data "partners" and "groups"; video data also "clips"
 (float (B, T, C, H, W), the clip each frame comes from), see selfsup.data.video.
 """

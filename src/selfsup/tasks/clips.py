@@ -37,21 +37,24 @@ def window_motion(clips: torch.Tensor, span: int) -> torch.Tensor:
     return cumulative[:, span - 1 :] - cumulative[:, : cumulative.shape[1] - span + 1]
 
 
+def coarse_layout(frames: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """Where the ink is: frames (N, C, H, W) -> their channel mean average-pooled to cells x
+    cells, flattened (N, cells * cells)."""
+    pooled = nn.functional.adaptive_avg_pool2d(frames.float().mean(1, keepdim=True), cells)
+    return pooled.flatten(1)
+
+
 def closest_frame_elsewhere(
     clips: torch.Tensor, targets: torch.Tensor, own: torch.Tensor, cells: int = 8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each target frame (N, C, H, W) from clip `own` (N,), the frame of another clip
-    (B, T, C, H, W) whose layout at cells x cells resolution is closest (L2): where the ink
-    is matches, what it shows need not. Returns (clip indices (N,), frame indices (N,))."""
+    (B, T, C, H, W) whose coarse_layout is closest (L2): where the ink is matches, what it
+    shows need not. Returns (clip indices (N,), frame indices (N,))."""
     batch, frames = clips.shape[:2]
     if batch < 2:
         raise SelfSupError("a frame from another clip needs at least 2 clips in the batch")
-
-    def layout(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), cells)
-
-    pool = layout(clips.flatten(0, 1)).flatten(1)  # (B * T, cells * cells)
-    distance = torch.cdist(layout(targets).flatten(1), pool)  # (N, B * T)
+    pool = coarse_layout(clips.flatten(0, 1), cells)  # (B * T, cells * cells)
+    distance = torch.cdist(coarse_layout(targets, cells), pool)  # (N, B * T)
     same_clip = own[:, None] == torch.arange(batch, device=clips.device).repeat_interleave(frames)
     best = distance.masked_fill(same_clip, float("inf")).argmin(1)
     return best // frames, best % frames

@@ -117,8 +117,8 @@ class FrameOrder(Task):
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
         "pooled" its pooled features (see MapReadout for why the map). `frame_shift`,
-        `frame_turns`, `frame_flips` and `windows` ("motion" or "crossing"): see the module
-        docstring (0 / false / "motion" = off)."""
+        `frame_turns`, `frame_flips`, `windows` ("motion" or "crossing") and `foreign`: see the
+        module docstring (0 / false / "motion" = off)."""
         super().__init__(backbone)
         if frame_shift < 0:
             raise SelfSupError(f"frame_order frame_shift must be >= 0 pixels, got {frame_shift}")

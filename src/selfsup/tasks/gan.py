@@ -115,7 +115,7 @@ class GAN(Task):
         if critic_hidden < 0:
             raise SelfSupError(f"critic_hidden must be >= 0, got {critic_hidden}")
         self.r1_weight, self.r1_every = float(r1_weight), int(r1_every)
-        self.steps_taken, self.last_r1 = 0, torch.tensor(0.0)
+        self.last_r1 = torch.tensor(0.0)
         if generator_objective not in ("adversarial", "feature_matching"):
             raise SelfSupError(
                 f"unknown generator_objective {generator_objective!r}; use 'adversarial' or "
@@ -129,8 +129,8 @@ class GAN(Task):
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         real_images = batch["images"]
         self.critic.channels_last = self.channels_last
-        penalise = self.r1_weight > 0 and self.steps_taken % self.r1_every == 0
-        self.steps_taken += 1
+        # The engine's step, so that a resumed run penalises the same steps as an unbroken one.
+        penalise = self.r1_weight > 0 and int(batch.get("step", 0)) % self.r1_every == 0
         fakes = self.generator(self.generator.noise(real_images.shape[0]))
         if self.augment:
             real_images, fakes = diff_augment(real_images), diff_augment(fakes)

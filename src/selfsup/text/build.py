@@ -228,6 +228,14 @@ def word2vec_run(path: str | Path) -> Path:
     return path
 
 
+def token_embeddings(backbone: torch.nn.Module) -> torch.nn.Embedding:
+    """A Transformer backbone's token embeddings, which the word_vectors options act on."""
+    embeddings = getattr(getattr(backbone, "embed", None), "tokens", None)
+    if not isinstance(embeddings, torch.nn.Embedding):
+        raise SelfSupError("text option word_vectors starts a transformer backbone's embeddings")
+    return embeddings
+
+
 @torch.no_grad()
 def start_from_word_vectors(backbone: torch.nn.Module, path: str | Path) -> None:
     """Copy a word2vec run's vectors into a Transformer's token embeddings (ELMo-era models
@@ -236,9 +244,7 @@ def start_from_word_vectors(backbone: torch.nn.Module, path: str | Path) -> None
     are alike), and the blocks see inputs of the size they were initialised for."""
     from selfsup.runs import run_backbone
 
-    embeddings = getattr(getattr(backbone, "embed", None), "tokens", None)
-    if not isinstance(embeddings, torch.nn.Embedding):
-        raise SelfSupError("text option word_vectors starts a transformer backbone's embeddings")
+    embeddings = token_embeddings(backbone)
     vectors = run_backbone(word2vec_run(path)).vectors.weight
     if vectors.shape != embeddings.weight.shape:
         raise SelfSupError(
