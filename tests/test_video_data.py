@@ -43,6 +43,33 @@ def test_digits_stay_inside_the_frame_and_move(mnist):
         assert (np.abs(np.diff(clip.positions[0], axis=0)).sum(1) > 0).mean() > 0.8
 
 
+def _turn(before: np.ndarray, after: np.ndarray) -> int:
+    """The whole degrees (-20..20) that best turn image `before` into `after`."""
+    image = Image.fromarray(before)
+    errors = [
+        np.abs(np.asarray(image.rotate(a, Image.BILINEAR), float) - after).mean()
+        for a in range(-20, 21)
+    ]
+    return int(np.argmin(errors)) - 20
+
+
+def test_spinning_digits_turn_along_the_same_paths(mnist, shared_data):
+    images, labels = mnist
+    still = moving_mnist_clip(images, labels, 0, 5, num_digits=1)
+    spinning = moving_mnist_clip(images, labels, 0, 5, num_digits=1, spin=12)
+    assert np.array_equal(spinning.positions, still.positions)  # spin draws after the paths
+    assert np.array_equal(spinning.digits, still.digits)
+    # Each frame shows the digit at its place, turned by 6 to 12 degrees more than the last.
+    frames, places = spinning.frames, still.positions[0]
+    crops = [f[r : r + DIGIT, c : c + DIGIT] for f, (r, c) in zip(frames, places, strict=True)]
+    turns = [_turn(before, after) for before, after in zip(crops[:-1], crops[1:], strict=True)]
+    assert 6 <= abs(np.median(turns)) <= 12 and len(set(np.sign(turns))) == 1
+    spec = f"moving-mnist:{shared_data / 'mnist'}?clips=4&frames=6"
+    upright, turned = load_images(spec, "train"), load_images(spec + "&spin=12", "train")
+    assert not torch.equal(upright.clips, turned.clips)
+    assert torch.equal(upright.clip_labels, turned.clip_labels)
+
+
 def test_moving_mnist_spec_gives_clips_with_multi_hot_labels(shared_data):
     spec = f"moving-mnist:{shared_data / 'mnist'}?clips=12&frames=8"
     train = load_images(spec, "train", image_size=32)

@@ -68,6 +68,30 @@ def test_frame_order_foreign_negatives_come_from_another_clip_laid_out_alike(cli
         assert torch.isclose((picked - true_middle).norm(), distances.min())
 
 
+def test_frame_order_layout_expert_reads_only_where_the_ink_is_and_learns_alone(clips):
+    task = FrameOrder(_backbone(), (1, 32, 32), augment=False, layout_expert=True)
+    torch.manual_seed(0)
+    tuples, labels, _ = order_tuples(clips, gap=3)
+    # Shuffling pixels inside each 4x4 cell (an 8x8 layout at 32 px) keeps where the ink is.
+    cells = tuples.unfold(3, 4, 4).unfold(4, 4, 4).flatten(-2)  # (B, 3, 1, 8, 8, 16)
+    scrambled = cells[..., torch.randperm(16)].view(*cells.shape[:5], 4, 4)
+    scrambled = scrambled.permute(0, 1, 2, 3, 5, 4, 6).reshape(tuples.shape)
+    assert not torch.equal(scrambled, tuples)
+    assert torch.allclose(task.layout_logits(scrambled), task.layout_logits(tuples), atol=1e-5)
+    # The expert learns from its own verdict only; the head's loss does not move it.
+    torch.manual_seed(1)
+    out = task.training_step({"clips": clips})
+    out["loss"].backward()
+    from_step = [p.grad.clone() for p in task.layout_expert.parameters()]
+    assert all(p.grad is not None for p in task.backbone.parameters())
+    task.zero_grad()
+    torch.manual_seed(1)
+    tuples, labels, _ = order_tuples(clips, gap=3)
+    F.binary_cross_entropy_with_logits(task.layout_logits(tuples), labels).backward()
+    for alone, step in zip(task.layout_expert.parameters(), from_step, strict=True):
+        assert torch.allclose(alone.grad, step, atol=1e-6)
+
+
 def test_frame_order_samples_tuples_where_there_is_motion():
     clips = torch.zeros(64, 20, 1, 8, 8)
     clips[:, 12:, :, 0, :] = torch.rand(64, 8, 1, 8)  # frames 0-11 are still
@@ -187,6 +211,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         lambda b: FrameOrder(b, (1, 32, 32), frame_shift=3),
         lambda b: FrameOrder(b, (1, 32, 32), frame_turns=0.5, frame_flips=True),
         lambda b: FrameOrder(b, (1, 32, 32), foreign=0.5),
+        lambda b: FrameOrder(b, (1, 32, 32), foreign=0.5, layout_expert=True),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
         lambda b: DensePredictiveCoding(
             b, (1, 32, 32), past=3, future=2, dim=16, width=32, negatives="same_cell"
@@ -203,6 +228,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         "frame_order_shifted",
         "frame_order_turned_and_flipped",
         "frame_order_foreign",
+        "frame_order_layout_expert",
         "dpc",
         "dpc_same_cell",
     ],

@@ -8,7 +8,9 @@ digits. Unlike the original we always pick two *different* digit classes, so the
 label "which digits does this clip show" is always a set of two (multi-hot over 10 classes).
 
 `moving-mnist:DIR` (DIR = the MNIST IDX folder) gives 2,000 train / 500 test clips; options
-`moving-mnist:DIR?clips=5000&frames=20&size=64&seed=0` change that.
+`moving-mnist:DIR?clips=5000&frames=20&size=64&seed=0` change that. `spin=S` (not in the
+original; default 0, off) also turns each digit as it moves, from a random angle at a random
+S/2 to S degrees per frame either way, so that what a digit looks like changes with time too.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from selfsup.data.idx import MNIST_CLASSES, load_idx_dataset
 from selfsup.data.video import VideoDataset, parse_options, resize_clips
 from selfsup.errors import SelfSupError
 
 DIGIT = 28
-DEFAULTS = {"clips": 2000, "frames": 20, "size": 64, "seed": 0, "digits": 2}
+DEFAULTS = {"clips": 2000, "frames": 20, "size": 64, "seed": 0, "digits": 2, "spin": 0}
 SPEED = (2.0, 5.0)  # pixels per frame at 64 px, uniform in this range
 
 
@@ -61,6 +64,7 @@ def moving_mnist_clip(
     frames: int = 20,
     size: int = 64,
     num_digits: int = 2,
+    spin: float = 0.0,
 ) -> MovingClip:
     """Clip `index` of the set with this `seed`, from MNIST `images` (M, 28, 28) and `labels`."""
     if size < DIGIT:
@@ -73,13 +77,37 @@ def moving_mnist_clip(
         i = int(rng.integers(len(images)))
         if all(labels[i] != labels[j] for j in chosen):
             chosen.append(i)
-    canvas = np.zeros((frames, size, size), dtype=np.uint8)
     paths = np.stack([bounce_path(rng, frames, size - DIGIT) for _ in chosen])
-    for digit, path in zip(chosen, paths, strict=True):
-        for t, (row, col) in enumerate(path):
-            window = canvas[t, row : row + DIGIT, col : col + DIGIT]
-            np.maximum(window, images[digit], out=window)
+    digits = images[chosen]
+    if spin:  # drawn after everything else: clips without spin stay as they were
+        digits = np.stack([spun(digit, frames, spin, rng) for digit in digits])
+    canvas = draw_digits(digits, paths, size)
     return MovingClip(canvas, labels[chosen].astype(np.int64), paths)
+
+
+def spun(digit: np.ndarray, frames: int, spin: float, rng: np.random.Generator) -> np.ndarray:
+    """The digit (28, 28) turned a little more in each of `frames` frames (frames, 28, 28):
+    from a random angle, at a random spin/2 to spin degrees per frame, either way."""
+    start = rng.uniform(0, 360)
+    speed = rng.uniform(spin / 2, spin) * rng.choice([-1, 1])
+    image = Image.fromarray(digit)
+    return np.stack(
+        [np.asarray(image.rotate(start + speed * t, Image.BILINEAR)) for t in range(frames)]
+    )
+
+
+def draw_digits(digits: np.ndarray, paths: np.ndarray, size: int) -> np.ndarray:
+    """Frames uint8 (T, size, size) showing digit images (D, 28, 28), or one image per frame
+    (D, T, 28, 28), at the top-left corners `paths` (D, T, 2); where digits overlap the
+    brighter pixel wins."""
+    frames = paths.shape[1]
+    canvas = np.zeros((frames, size, size), dtype=np.uint8)
+    for digit, path in zip(digits, paths, strict=True):
+        looks = digit if digit.ndim == 3 else [digit] * frames
+        for t, ((row, col), look) in enumerate(zip(path, looks, strict=True)):
+            window = canvas[t, row : row + DIGIT, col : col + DIGIT]
+            np.maximum(window, look, out=window)
+    return canvas
 
 
 def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> VideoDataset:
@@ -103,6 +131,7 @@ def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> V
             frames=options["frames"],
             size=options["size"],
             num_digits=options["digits"],
+            spin=options["spin"],
         )
         for i in range(count)
     ]

@@ -126,7 +126,7 @@ def parse_options(text: str, allowed: dict[str, int]) -> tuple[Path, dict[str, i
             options[key] = int(value)
         except ValueError:
             raise SelfSupError(f"data option {key} needs a whole number, got {value!r}") from None
-        minimum = 0 if key == "seed" else 1
+        minimum = 0 if allowed[key] == 0 else 1  # options that default to 0 (seed, spin)
         if options[key] < minimum:
             raise SelfSupError(f"data option {key} must be at least {minimum}, got {value}")
     return Path(path).expanduser(), options

@@ -23,7 +23,11 @@ is left to read). `windows: crossing` takes tuples from where objects overlap in
 they move, so that which blob is which decides the order. `foreign: P` makes a share P of the
 negatives (b, x, d) with x the frame of another clip in the batch whose coarse layout (8x8 mean
 ink) is closest to the true middle frame's: where the ink is then fits the order, so only what
-the frame shows can give x away. docs/video.md has what each of these measured.
+the frame shows can give x away. `layout_expert: true` is a product of experts (Clark et al.
+2019, Don't Take the Easy Way Out): an MLP on the frames' 8x8 layouts learns what the layout
+alone tells, and the backbone's head is trained on the sum of both verdicts with the expert's
+held fixed, so the backbone is pushed only where the layout leaves the answer open.
+docs/video.md has what each of these measured.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.clips import (
     closest_frame_elsewhere,
+    coarse_layout,
     make_readout,
     mlp,
     outline,
@@ -114,11 +119,12 @@ class FrameOrder(Task):
         frame_flips: bool = False,
         windows: str = "motion",
         foreign: float = 0.0,
+        layout_expert: bool = False,
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
         "pooled" its pooled features (see MapReadout for why the map). `frame_shift`,
-        `frame_turns`, `frame_flips`, `windows` ("motion" or "crossing") and `foreign`: see the
-        module docstring (0 / false / "motion" = off)."""
+        `frame_turns`, `frame_flips`, `windows` ("motion" or "crossing"), `foreign` and
+        `layout_expert`: see the module docstring (0 / false / "motion" = off)."""
         super().__init__(backbone)
         if frame_shift < 0:
             raise SelfSupError(f"frame_order frame_shift must be >= 0 pixels, got {frame_shift}")
@@ -141,6 +147,7 @@ class FrameOrder(Task):
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
+        self.layout_expert = mlp(3 * 64, hidden_dim, 1) if layout_expert else None
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
@@ -159,11 +166,31 @@ class FrameOrder(Task):
             b, n, c, h, w = tuples.shape
             tuples = light_augment(tuples.reshape(b, n * c, h, w)).view(b, n, c, h, w)
         logits = self.head(read_frames(self, self.readout, tuples).flatten(1)).squeeze(1)
-        accuracy = ((logits > 0).float() == labels).float().mean()
+        if self.layout_expert is None:
+            return {
+                "loss": F.binary_cross_entropy_with_logits(logits, labels),
+                "accuracy": ((logits > 0).float() == labels).float().mean(),
+            }
+        # Product of experts (Clark et al. 2019): the layout expert learns what where the ink
+        # is tells on its own; the backbone's head is trained on the sum with the expert's
+        # verdict held fixed, so it is pushed only where the layout leaves the answer open.
+        bias = self.layout_logits(tuples)
+        joint = logits + bias.detach()
         return {
-            "loss": F.binary_cross_entropy_with_logits(logits, labels),
-            "accuracy": accuracy,
+            "loss": F.binary_cross_entropy_with_logits(bias, labels)
+            + F.binary_cross_entropy_with_logits(joint, labels),
+            "accuracy": ((joint > 0).float() == labels).float().mean(),
+            "layout_accuracy": ((bias > 0).float() == labels).float().mean(),
         }
+
+    def layout_logits(self, tuples: torch.Tensor) -> torch.Tensor:
+        """The layout expert's verdict (B,) on tuples (B, 3, C, H, W) from where their ink is."""
+        return self.layout_expert(coarse_layout(tuples.flatten(0, 1)).view(len(tuples), -1))[:, 0]
+
+    def order_logits(self, tuples: torch.Tensor) -> torch.Tensor:
+        """The task's verdict (B,) on tuples (B, 3, C, H, W): > 0 means "in order"."""
+        logits = self.head(read_frames(self, self.readout, tuples).flatten(1)).squeeze(1)
+        return logits if self.layout_expert is None else logits + self.layout_logits(tuples)
 
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
