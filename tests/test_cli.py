@@ -84,6 +84,13 @@ def test_pretrain_evaluate_embed_and_load_backbone(tmp_path, capsys):
         assert (run / name).stat().st_size > 0, name
     assert "SSL linear probe" in out
 
+    code, out, err = run_cli(
+        capsys, "evaluate", str(run), "--labels", "10%", "--protocol", "finetune",
+        "--baselines", "none", "--rescale",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "fine-tuning rescales 4 convolutions" in out and "SSL fine-tune" in out
+
     code, _, err = run_cli(
         capsys,
         "embed",

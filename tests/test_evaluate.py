@@ -208,6 +208,67 @@ def test_freeze_stages_keeps_frozen_weights_and_bn_statistics(digits):
         finetune(backbone, train, test, freeze_stages=3, steps=1)
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [("small_cnn", {"width": 8}), ("resnet18", {"width": 0.25}), ("resnet50", {"width": 0.125})],
+)
+def test_rescale_puts_conv_norms_back_and_keeps_the_function(name, options):
+    from selfsup.backbones import build_backbone
+    from selfsup.evaluate.finetune import conv_bn_pairs, rescale_to_fresh
+
+    torch.manual_seed(1)
+    grown = build_backbone(name, in_channels=1, image_size=16, **options)
+    convs = [m for m in grown.modules() if isinstance(m, nn.Conv2d)]
+    assert len(conv_bn_pairs(grown, (1, 16, 16))) == len(convs)  # every conv feeds a BN here
+    factors = torch.rand(len(convs)) * 3 + 0.5
+    with torch.no_grad():
+        for conv, factor in zip(convs, factors, strict=True):
+            conv.weight.mul_(factor)  # what pretraining does to the scale
+    grown.train()
+    for _ in range(5):  # running statistics of the grown network
+        grown(torch.rand(8, 1, 16, 16))
+    grown.eval()
+    images = torch.rand(4, 1, 16, 16)
+    before = grown(images)
+    torch.manual_seed(2)
+    fresh = build_backbone(name, in_channels=1, image_size=16, **options)
+    growth = rescale_to_fresh(grown, (1, 16, 16), seed=2)
+    # Exact but for batch norm's eps, which does not scale with the variance.
+    assert torch.allclose(grown(images), before, rtol=1e-3, atol=1e-3)
+    fresh_convs = [m for m in fresh.modules() if isinstance(m, nn.Conv2d)]
+    for conv, twin in zip(convs, fresh_convs, strict=True):
+        assert torch.isclose(conv.weight.norm(), twin.weight.norm(), rtol=1e-5)
+    torch.manual_seed(1)
+    unscaled = build_backbone(name, in_channels=1, image_size=16, **options)
+    expected = [
+        float(f * a.weight.detach().norm() / b.weight.detach().norm())
+        for f, a, b in zip(factors, [m for m in unscaled.modules() if isinstance(m, nn.Conv2d)],
+                           fresh_convs, strict=True)
+    ]  # fmt: skip
+    assert growth == pytest.approx(expected, rel=1e-4)
+
+
+def test_rescale_refuses_backbones_without_conv_and_batch_norm(digits):
+    from selfsup.backbones import build_backbone
+    from selfsup.evaluate.finetune import rescale_to_fresh
+
+    vit = build_backbone("vit_tiny", in_channels=1, image_size=16, dim=48, depth=1, heads=3)
+    with pytest.raises(SelfSupError, match="no convolution followed by batch norm"):
+        rescale_to_fresh(vit, (1, 16, 16))
+    train, test = digits
+    torch.manual_seed(0)
+    backbone = build_backbone("small_cnn", in_channels=1, image_size=8, width=8)
+    with torch.no_grad():
+        backbone.layers[1][0].weight.mul_(3)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    result = finetune(backbone, train, test, steps=5, batch_size=64, rescale=True)
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, before[key]), key  # the caller's backbone is not rescaled
+    grown, tuned = backbone.layers[1][0].weight, result.backbone.layers[1][0].weight
+    assert tuned.norm() < 0.5 * grown.norm()  # the copy was: 3x grown, back to about 1x
+    assert 0.0 <= result.accuracy <= 1.0
+
+
 def test_default_budget_gives_few_labels_more_epochs():
     from selfsup.evaluate.finetune import default_epochs
 

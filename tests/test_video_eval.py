@@ -72,7 +72,7 @@ def test_evaluate_a_video_run_against_the_baselines(tmp_path, shared_data):
     assert "which digits" in report and "Future frames" in report
 
 
-@pytest.mark.parametrize("start", ["scratch", "pretrained"])
+@pytest.mark.parametrize("start", ["scratch", "pretrained", "rescaled"])
 def test_frame_training_learns_from_labelled_clips(shared_data, start):
     from selfsup.backbones import build_backbone
     from selfsup.data import load_images
@@ -90,8 +90,10 @@ def test_frame_training_learns_from_labelled_clips(shared_data, start):
         torch.manual_seed(1)
         pretrained = build_backbone(**config)
         before = [p.detach().clone() for p in pretrained.parameters()]
-        scores = finetune_scores(pretrained, *args, steps=60, batch_size=30)
-        # Fine-tuning trains a copy: the pretrained backbone is left as it was.
+        scores = finetune_scores(
+            pretrained, *args, steps=60, batch_size=30, rescale=start == "rescaled"
+        )
+        # Fine-tuning trains (and rescales) a copy: the pretrained backbone is left as it was.
         assert all(torch.equal(a, b) for a, b in zip(before, pretrained.parameters(), strict=True))
     seen = multilabel_metrics(scores[:30], train.clip_labels[:30])["map"]
     assert scores.shape == (40, 10) and seen > 0.5  # chance mAP is about 0.2

@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="fine-tuning keeps the first K backbone stages frozen (default 0)",
     )
+    e.add_argument(
+        "--rescale",
+        action="store_true",
+        help="fine-tuning first scales each conv back to a fresh network's weight norm (the "
+        "function is unchanged; pretraining grows the weights, which slows fine-tuning)",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="cpu, cuda or auto")
     e.add_argument("--no-progress", action="store_true")
@@ -257,6 +263,7 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
         baselines=args.baselines,
         k=args.k,
         freeze_stages=args.freeze_stages,
+        rescale=args.rescale,
         seed=args.seed,
         device=args.device,
         command=command,

@@ -155,6 +155,7 @@ def evaluate_run(
     baselines: tuple[str, ...] = ("raw", "random_init", "supervised"),
     k: int = 20,
     freeze_stages: int = 0,
+    rescale: bool = False,
     seed: int = 0,
     device: str = "auto",
     command: str | None = None,
@@ -164,7 +165,9 @@ def evaluate_run(
     """Evaluate a run's backbone on labelled data against the baselines; writes the report.
 
     Text runs go to selfsup.text.evaluate (fine-tuning, TF-IDF, perplexity, retrieval);
-    `text_options` passes its extra arguments (word2vec, retrieval).
+    `text_options` passes its extra arguments (word2vec, retrieval). `rescale`: fine-tuning
+    first scales the convolutions back to a fresh network's weight norms (CNN backbones; see
+    selfsup.evaluate.finetune.rescale_to_fresh).
     """
     from selfsup.evaluate import (
         evaluate_backbone,
@@ -179,6 +182,11 @@ def evaluate_run(
     if is_text_spec(recipe.data):
         from selfsup.text.evaluate import evaluate_text_run
 
+        if rescale:
+            raise SelfSupError(
+                "rescale is for CNN backbones (convolutions followed by batch norm); a text "
+                "run has none: leave --rescale off"
+            )
         return evaluate_text_run(
             run_dir, data=data, protocols=protocols, fractions=fractions,
             baselines=baselines, freeze_stages=freeze_stages, k=k, seed=seed, device=device,
@@ -192,7 +200,7 @@ def evaluate_run(
 
     if isinstance(train, VideoDataset):
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
-        options.update(k=k, seed=seed, device=device, progress=progress)
+        options.update(k=k, seed=seed, rescale=rescale, device=device, progress=progress)
         return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:
@@ -201,6 +209,8 @@ def evaluate_run(
                 "labels (for an image folder: one sub-folder per class)"
             )
     backbone = run_backbone(run_dir).to(device)
+    if rescale:
+        _announce_rescale(backbone, train.image_shape, seed, progress)
     started = time.perf_counter()
     # Extracted once: the frozen protocols and the neighbour pictures both use them.
     train_feats = extract_features(backbone, train, device=device)
@@ -217,6 +227,7 @@ def evaluate_run(
         seed=seed,
         device=device,
         progress=progress,
+        finetune_options={"rescale": rescale},
         features=(train_feats, test_feats),
     )
     results["seconds"] = time.perf_counter() - started
@@ -236,6 +247,21 @@ def evaluate_run(
     return results
 
 
+def _announce_rescale(backbone, image_shape, seed: int, progress: bool) -> None:
+    """Fail now, not after the frozen protocols, if the backbone cannot be rescaled; say by how
+    much pretraining grew its convolutions."""
+    import copy
+
+    from selfsup.evaluate.finetune import rescale_to_fresh
+
+    growth = rescale_to_fresh(copy.deepcopy(backbone), image_shape, seed)
+    if progress:
+        print(
+            f"fine-tuning rescales {len(growth)} convolutions to a fresh network's norms "
+            f"(pretraining grew them by {min(growth):.2f}x to {max(growth):.2f}x)"
+        )
+
+
 def _run_info(recipe, data: str | None) -> dict:
     """What a results file says about the run it evaluated."""
     return {
@@ -253,6 +279,8 @@ def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) 
 
     started = time.perf_counter()
     backbone = run_backbone(run_dir).to(options["device"])
+    if options["rescale"]:
+        _announce_rescale(backbone, train.image_shape, options["seed"], options["progress"])
     results = evaluate_video_backbone(backbone, train, test, **options)
     results["seconds"] = time.perf_counter() - started
     results["run"] = _run_info(recipe, data)

@@ -91,6 +91,72 @@ def _test_accuracy(model: nn.Module, test: ImageDataset, device, batch_size: int
     return correct / max(1, len(test))
 
 
+def conv_bn_pairs(backbone: nn.Module, image_shape: tuple[int, ...]) -> list[tuple[str, str]]:
+    """Names of each convolution whose output goes straight into a batch norm (a pooling in
+    between is fine), found from the order in which they run on a dummy batch."""
+    calls: list[nn.Module] = []
+    layers = [m for m in backbone.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    hooks = [m.register_forward_hook(lambda m, *_: calls.append(m)) for m in layers]
+    training = backbone.training
+    try:
+        backbone.eval()  # the dummy batch must not touch BatchNorm statistics
+        device = next(backbone.parameters()).device
+        with torch.no_grad():
+            backbone(torch.zeros(2, *image_shape, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        backbone.train(training)
+    names = {m: name for name, m in backbone.named_modules()}
+    return [
+        (names[conv], names[bn])
+        for conv, bn in zip(calls[:-1], calls[1:], strict=True)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    ]
+
+
+@torch.no_grad()
+def rescale_to_fresh(
+    backbone: nn.Module, image_shape: tuple[int, ...], seed: int = 0
+) -> list[float]:
+    """Scale (in place) each convolution that feeds a batch norm to the weight norm of the same
+    convolution in a freshly built network (same config, `seed`), and that batch norm's running
+    statistics with it; returns how much each had grown (its norm / the fresh one's).
+
+    The function does not change: batch norm undoes a convolution's scale. Fine-tuning does:
+    pretraining with Adam grows the weights, Adam's steps are about the same size whatever the
+    weights' scale, so a grown network moves less relative to its weights than a fresh one.
+    Krähenbühl et al. 2016 (Data-dependent Initializations of CNNs) rescale pretrained networks
+    before fine-tuning for this reason.
+    """
+    from selfsup.backbones import build_backbone
+
+    if not hasattr(backbone, "config"):
+        raise SelfSupError(
+            "rescale needs a selfsup backbone (one with .config), to build a fresh twin of it"
+        )
+    pairs = conv_bn_pairs(backbone, image_shape)
+    if not pairs:
+        raise SelfSupError(
+            "rescale found no convolution followed by batch norm in this backbone; it is for "
+            "CNN backbones (small_cnn, resnet18, resnet50): leave rescale off"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = build_backbone(**backbone.config)
+    growth = []
+    for conv_name, bn_name in pairs:
+        conv, bn = backbone.get_submodule(conv_name), backbone.get_submodule(bn_name)
+        growth.append(float(conv.weight.norm() / fresh.get_submodule(conv_name).weight.norm()))
+        scale = 1.0 / growth[-1]
+        conv.weight.mul_(scale)
+        if conv.bias is not None:
+            conv.bias.mul_(scale)
+        bn.running_mean.mul_(scale)
+        bn.running_var.mul_(scale**2)
+    return growth
+
+
 def finetune(
     backbone: nn.Module,
     train: ImageDataset,
@@ -103,6 +169,7 @@ def finetune(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     augment: bool = True,
+    rescale: bool = False,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> FinetuneResult:
@@ -111,7 +178,9 @@ def finetune(
     AdamW with a linear warm-up (5%) and cosine decay; light_augment on every batch when
     `augment`. The first `freeze_stages` stages keep their weights and BN statistics. With
     neither `epochs` nor `steps` the budget is `default_epochs(len(train))`, kept within
-    100 to 3000 steps. The caller's backbone is never modified.
+    100 to 3000 steps. `rescale`: first scale the convolutions back to a fresh network's
+    weight norms (rescale_to_fresh; the function is unchanged). The caller's backbone is never
+    modified.
     """
     num_classes = _num_classes(train, test)
     batch_size = max(1, min(batch_size, len(train)))
@@ -127,6 +196,8 @@ def finetune(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model_backbone = copy.deepcopy(backbone).requires_grad_(True)
+        if rescale:
+            rescale_to_fresh(model_backbone, train.image_shape, seed)
         head = nn.Linear(int(backbone.feature_dim), num_classes)
         model = nn.Sequential(model_backbone, head).to(device)
         frozen = _freeze(model_backbone, freeze_stages)
@@ -183,6 +254,7 @@ def supervised_from_scratch_accuracy(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = build_backbone(**backbone_config)
-    # Frozen random stages would be a random-features baseline, not training from scratch.
-    options["freeze_stages"] = 0
+    # Frozen random stages would be a random-features baseline, not training from scratch;
+    # a fresh network has nothing to rescale.
+    options["freeze_stages"], options["rescale"] = 0, False
     return finetune(fresh, train, test, **options).accuracy

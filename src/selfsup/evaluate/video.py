@@ -32,7 +32,7 @@ from selfsup.data.video import VideoDataset
 from selfsup.errors import DataError, SelfSupError
 from selfsup.evaluate.baselines import _logger, check_choices, random_init_backbone
 from selfsup.evaluate.features import extract_features, raw_pixels
-from selfsup.evaluate.finetune import default_epochs
+from selfsup.evaluate.finetune import default_epochs, rescale_to_fresh
 from selfsup.evaluate.linear import SINGLE_THREAD_BELOW, WEIGHT_DECAYS
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -165,11 +165,13 @@ def frame_training_scores(
     steps: int | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
+    rescale: bool = False,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Scores of the test clips after training `backbone` (in place) with a linear head on
     single frames of the labelled `clips` (BCE). Default budget: `finetune`'s rule (see
-    default_epochs) counted in clips, at least 100 and at most 1000 steps."""
+    default_epochs) counted in clips, at least 100 and at most 1000 steps. `rescale`: as in
+    `finetune`."""
     from selfsup.augment import light_augment
 
     targets = train.clip_labels[clips].float()
@@ -178,6 +180,8 @@ def frame_training_scores(
     if steps is None:
         steps = min(1000, max(100, steps_per_epoch * default_epochs(len(clips))))
     device = torch.device(device)
+    if rescale:
+        rescale_to_fresh(backbone, train.image_shape, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Linear(backbone.feature_dim, targets.shape[1])
@@ -236,10 +240,13 @@ def evaluate_video_backbone(
     baselines: Sequence[str] = BASELINES,
     k: int = 20,
     seed: int = 0,
+    rescale: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:
     """Multi-label clip classification of `backbone` and its baselines at each label fraction.
+    `rescale`: fine-tuning first scales the convolutions back to a fresh network's weight norms
+    (see selfsup.evaluate.finetune.rescale_to_fresh).
 
     Returns the same shape as `evaluate_backbone` ("rows" of method, protocol, fraction,
     n_labels, accuracy, seconds) with "map" in every row and "metric" naming the accuracy.
@@ -294,7 +301,7 @@ def evaluate_video_backbone(
         args = (train, clips, test_frames, n_test)
         if "finetune" in protocols:
             record("ssl", "finetune", fraction, len(clips), finetune_scores, backbone, *args,
-                   seed=seed, device=device)  # fmt: skip
+                   seed=seed, rescale=rescale, device=device)  # fmt: skip
         if "supervised" in baselines:
             record("supervised", "train", fraction, len(clips), supervised_scores,
                    backbone.config, *args, seed=seed, device=device)  # fmt: skip

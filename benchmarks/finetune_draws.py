@@ -1,0 +1,93 @@
+"""Few-label fine-tuning of image runs over several label draws: as pretrained, rescaled, and
+from scratch.
+
+    python benchmarks/finetune_draws.py fmnist_inpainting --labels 1% --draws 6
+
+For each draw (seed 0 .. N-1; stratified subsets exactly as `selfsup evaluate --seed S` draws
+them), `selfsup evaluate`'s fine-tuning of each run's backbone as it is (the `finetune` row),
+the same after `rescale` (`selfsup evaluate --rescale`: each conv scaled back to a fresh
+network's weight norm, the function unchanged), and the first run's architecture trained from
+scratch with the same budget (the `supervised` row). Prints every draw, then per row the mean,
+the standard deviation and the paired differences (mean ± its standard error over draws).
+Runs are runs/bench/NAME (or a path) of image data with a CNN backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+from run_benchmarks import bench_run, paired_gap  # benchmarks/, the folder of this script
+
+from selfsup.evaluate import stratified_subset
+from selfsup.evaluate.finetune import (
+    finetune_accuracy,
+    rescale_to_fresh,
+    supervised_from_scratch_accuracy,
+)
+from selfsup.evaluate.labels import subset_dataset
+from selfsup.recipe import build_data, load_run
+from selfsup.runs import run_backbone
+
+SCRATCH = "from scratch"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="image runs (names under runs/bench, or paths)")
+    parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
+    parser.add_argument("--draws", type=int, default=6, help="label draws (seeds 0..N-1)")
+    args = parser.parse_args()
+    if args.draws < 2:
+        raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
+    fraction = float(args.labels.rstrip("%")) / 100
+    paths = [bench_run(name) for name in args.runs]
+    recipe = load_run(paths[0])
+    train, test = build_data(recipe, "train"), build_data(recipe, "test")
+    backbones = {}
+    for name, path in zip(args.runs, paths, strict=True):
+        if load_run(path).data != recipe.data:
+            raise SystemExit(f"{name} was trained on other data than {args.runs[0]}; compare "
+                             "runs of one data set")  # fmt: skip
+        backbones[name] = run_backbone(path)
+        growth = rescale_to_fresh(copy.deepcopy(backbones[name]), train.image_shape)
+        print(f"{name}: conv weight norms / a fresh network's: "
+              + " ".join(f"{g:.2f}" for g in growth))  # fmt: skip
+
+    accuracy: dict[str, list[float]] = {}
+
+    def record(name: str, seed: int, fn, *fn_args, **options) -> None:
+        started = time.perf_counter()
+        value = fn(*fn_args, seed=seed, **options)
+        accuracy.setdefault(name, []).append(value)
+        print(f"draw {seed}  {name:<40} {value:.4f}  ({time.perf_counter() - started:.0f} s)",
+              flush=True)  # fmt: skip
+
+    for seed in range(args.draws):
+        labelled = subset_dataset(train, stratified_subset(train.labels, fraction, seed))
+        for name, backbone in backbones.items():
+            record(name, seed, finetune_accuracy, backbone, labelled, test)
+            record(f"{name}, rescaled", seed, finetune_accuracy, backbone, labelled, test,
+                   rescale=True)  # fmt: skip
+        config = next(iter(backbones.values())).config
+        record(SCRATCH, seed, supervised_from_scratch_accuracy, config, labelled, test)
+
+    print(f"\n{args.labels} labels ({len(labelled)}), {args.draws} draws, fine-tuned\n")
+    print("| backbone | mean | sd | minus as pretrained (± se) | draws above it "
+          "| minus from scratch (± se) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, values in accuracy.items():
+        cells = [f"{statistics.mean(values):.4f}", f"{statistics.stdev(values):.4f}", "", "", ""]
+        if name.endswith(", rescaled"):
+            pretrained = accuracy[name.removesuffix(", rescaled")]
+            above = sum(a > b for a, b in zip(values, pretrained, strict=True))
+            cells[2:4] = [paired_gap(values, pretrained), f"{above} / {len(values)}"]
+        if name != SCRATCH:
+            cells[4] = paired_gap(values, accuracy[SCRATCH])
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
