@@ -14,12 +14,11 @@ Runs are runs/bench/NAME (or a path) of image data with a CNN backbone.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
 
-from run_benchmarks import bench_run, paired_gap  # benchmarks/, the folder of this script
+from run_benchmarks import image_draw_runs, paired_gap  # benchmarks/, the folder of this script
 
 from selfsup.evaluate import stratified_subset
 from selfsup.evaluate.finetune import (
@@ -28,31 +27,16 @@ from selfsup.evaluate.finetune import (
     supervised_from_scratch_accuracy,
 )
 from selfsup.evaluate.labels import subset_dataset
-from selfsup.recipe import build_data, load_run
 from selfsup.runs import run_backbone
 
 SCRATCH = "from scratch"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="image runs (names under runs/bench, or paths)")
-    parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
-    parser.add_argument("--draws", type=int, default=6, help="label draws (seeds 0..N-1)")
-    args = parser.parse_args()
-    if args.draws < 2:
-        raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
-    fraction = float(args.labels.rstrip("%")) / 100
-    paths = [bench_run(name) for name in args.runs]
-    recipe = load_run(paths[0])
-    train, test = build_data(recipe, "train"), build_data(recipe, "test")
-    backbones = {}
-    for name, path in zip(args.runs, paths, strict=True):
-        if load_run(path).data != recipe.data:
-            raise SystemExit(f"{name} was trained on other data than {args.runs[0]}; compare "
-                             "runs of one data set")  # fmt: skip
-        backbones[name] = run_backbone(path)
-        growth = rescale_to_fresh(copy.deepcopy(backbones[name]), train.image_shape)
+    args, fraction, paths, train, test = image_draw_runs(__doc__.splitlines()[0], 6)
+    backbones = {name: run_backbone(path) for name, path in paths.items()}
+    for name, backbone in backbones.items():
+        growth = rescale_to_fresh(copy.deepcopy(backbone), train.image_shape)
         print(f"{name}: conv weight norms / a fresh network's: "
               + " ".join(f"{g:.2f}" for g in growth))  # fmt: skip
 

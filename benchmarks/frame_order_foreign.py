@@ -23,7 +23,7 @@ import torch
 from run_benchmarks import bench_run  # benchmarks/, the folder of this script
 
 from selfsup.data.idx import load_idx_dataset
-from selfsup.data.moving_mnist import DEFAULTS, draw_digits, moving_mnist_clip
+from selfsup.data.moving_mnist import DEFAULTS, draw_digits, generate_clips
 from selfsup.data.video import parse_options, resize_clips
 from selfsup.recipe import build_data, load_run
 from selfsup.runs import trained_task
@@ -40,28 +40,18 @@ def head_says_in_order(task, tuples: torch.Tensor) -> torch.Tensor:
     return task.order_logits(tuples) > 0
 
 
-def repainted_clips(spec: str, clips: torch.Tensor) -> torch.Tensor | None:
+def repainted_clips(spec: str, image_size: int) -> torch.Tensor | None:
     """The test clips of a Moving MNIST spec redrawn with other digits on the same paths
-    (uint8, like `clips`), or None for other data. Each digit is replaced by a seeded random
-    MNIST test digit of a class the clip does not show (and no two alike)."""
+    (uint8, at `image_size`), or None for other data. Each digit is replaced by a seeded random
+    MNIST test digit of a class the clip does not show (and no two alike; upright, even in
+    spinning clips)."""
     kind, _, rest = spec.partition(":")
     if kind != "moving-mnist":
         return None
-    directory, options = parse_options(rest, DEFAULTS)
-    mnist = load_idx_dataset(directory, "test", "mnist")
+    mnist = load_idx_dataset(parse_options(rest, DEFAULTS)[0], "test", "mnist")
     images, labels = mnist.images[:, 0].numpy(), mnist.labels.numpy()
-    stream = options["seed"] * 2 + 1  # the test split's, as in load_moving_mnist
     twins = []
-    for i in range(len(clips)):
-        clip = moving_mnist_clip(
-            images,
-            labels,
-            stream,
-            i,
-            frames=options["frames"],
-            size=options["size"],
-            num_digits=options["digits"],
-        )
+    for i, clip in enumerate(generate_clips(rest, "test")):
         rng = np.random.default_rng([12345, i])
         taken = set(clip.digits.tolist())
         others = []
@@ -70,9 +60,8 @@ def repainted_clips(spec: str, clips: torch.Tensor) -> torch.Tensor | None:
             if int(labels[j]) not in taken:
                 taken.add(int(labels[j]))
                 others.append(j)
-        twins.append(draw_digits(images[others], clip.positions, options["size"]))
-    twins = torch.from_numpy(np.stack(twins))[:, :, None]
-    return resize_clips(twins, clips.shape[-1])
+        twins.append(draw_digits(images[others], clip.positions, clip.frames.shape[-1]))
+    return resize_clips(torch.from_numpy(np.stack(twins))[:, :, None], image_size)
 
 
 @torch.no_grad()
@@ -88,7 +77,7 @@ def main() -> None:
     test = build_data(recipe, "test")
     task = trained_task(run, tuple(test.image_shape))
     clips = test.clips.float() / 255
-    twins = repainted_clips(recipe.data, test.clips)
+    twins = repainted_clips(recipe.data, test.clips.shape[-1])
     right: dict[str, list[float]] = {"in order": [], "shuffled": [], "foreign": []}
     if twins is not None:
         twins = twins.float() / 255

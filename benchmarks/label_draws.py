@@ -19,41 +19,25 @@ so the paired difference cancels how easy a draw was. The text version is text_l
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
-from run_benchmarks import bench_run, paired_gap  # benchmarks/, the folder of this script
+from run_benchmarks import image_draw_runs, paired_gap  # benchmarks/, the folder of this script
 
 from selfsup.evaluate import extract_features, linear_probe_accuracy, stratified_subset
 from selfsup.evaluate.baselines import random_init_backbone
-from selfsup.recipe import build_data, load_run
 from selfsup.runs import run_backbone
 
 RANDOM = "random init"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="image runs (names under runs/bench, or paths)")
-    parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
-    parser.add_argument("--draws", type=int, default=10, help="label draws (seeds 0..N-1)")
-    args = parser.parse_args()
-    if args.draws < 2:
-        raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
-    fraction = float(args.labels.rstrip("%")) / 100
-    paths = [bench_run(name) for name in args.runs]
-    recipe = load_run(paths[0])
-    train, test = build_data(recipe, "train"), build_data(recipe, "test")
+    args, fraction, paths, train, test = image_draw_runs(__doc__.splitlines()[0], 10)
     num_classes = int(train.labels.max()) + 1
-
-    backbones = {RANDOM: random_init_backbone(run_backbone(paths[0]), 0)}
-    for name, path in zip(args.runs, paths, strict=True):
-        if load_run(path).data != recipe.data:
-            raise SystemExit(f"{name} was trained on other data than {args.runs[0]}; compare "
-                             "runs of one data set")  # fmt: skip
-        backbones[name] = run_backbone(path)
+    first = run_backbone(paths[args.runs[0]])
+    backbones = {RANDOM: random_init_backbone(first, 0)}
+    backbones.update((name, run_backbone(path)) for name, path in paths.items())
     features = {}
     for name, backbone in backbones.items():
         backbone.eval()

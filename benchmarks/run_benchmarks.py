@@ -23,7 +23,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from selfsup.recipe import load_recipe
+from selfsup.recipe import build_data, load_recipe, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results"
@@ -78,6 +78,29 @@ def untrained_twin(backbone, recipe):
     if recipe.text.get("word_vectors"):
         return vectors_only_backbone(backbone, recipe, seed=0)
     return random_init_backbone(backbone, seed=0)
+
+
+def image_draw_runs(description: str, default_draws: int):
+    """The command line of the image label-draw scripts: RUN... --labels L --draws N. Returns
+    (args, label fraction, {name: run path}, train, test) after checking that every run was
+    trained on the first one's data (its labelled splits are the ones evaluated)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("runs", nargs="+", help="image runs (names under runs/bench, or paths)")
+    parser.add_argument("--labels", default="1%", help="one label fraction, e.g. 1%%")
+    parser.add_argument(
+        "--draws", type=int, default=default_draws, help="label draws (seeds 0..N-1)"
+    )
+    args = parser.parse_args()
+    if args.draws < 2:
+        raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
+    paths = {name: bench_run(name) for name in args.runs}
+    recipe = load_run(paths[args.runs[0]])
+    for name, path in paths.items():
+        if load_run(path).data != recipe.data:
+            raise SystemExit(f"{name} was trained on other data than {args.runs[0]}; compare "
+                             "runs of one data set")  # fmt: skip
+    fraction = float(args.labels.rstrip("%")) / 100
+    return args, fraction, paths, build_data(recipe, "train"), build_data(recipe, "test")
 
 
 def paired_gap(values: list[float], reference: list[float]) -> str:

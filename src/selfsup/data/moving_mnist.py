@@ -110,11 +110,9 @@ def draw_digits(digits: np.ndarray, paths: np.ndarray, size: int) -> np.ndarray:
     return canvas
 
 
-def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> VideoDataset:
-    """`DIR[?clips=N&frames=T&size=S&seed=K&digits=D]` -> VideoDataset with multi-hot labels.
-
-    The test split has a quarter as many clips (500 by default), from MNIST test digits.
-    """
+def generate_clips(text: str, split: str) -> list[MovingClip]:
+    """The clips of a split of `DIR[?clips=N&...]`, with their digits and paths: the test split
+    has a quarter as many clips (500 by default), from MNIST test digits."""
     directory, options = parse_options(text, DEFAULTS)
     mnist = load_idx_dataset(directory, split, "mnist")
     images = mnist.images[:, 0].numpy()
@@ -122,7 +120,7 @@ def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> V
     count = options["clips"] if split == "train" else max(1, options["clips"] // 4)
     # Train and test draw from different seed streams as well as different digits.
     stream = options["seed"] * 2 + (split == "test")
-    made = [
+    return [
         moving_mnist_clip(
             images,
             labels,
@@ -135,8 +133,14 @@ def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> V
         )
         for i in range(count)
     ]
+
+
+def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> VideoDataset:
+    """`DIR[?clips=N&frames=T&size=S&seed=K&digits=D&spin=S]` -> VideoDataset with multi-hot
+    labels (see generate_clips)."""
+    made = generate_clips(text, split)
     clips = torch.from_numpy(np.stack([m.frames for m in made]))[:, :, None]
-    multi_hot = torch.zeros(count, len(MNIST_CLASSES), dtype=torch.int64)
+    multi_hot = torch.zeros(len(made), len(MNIST_CLASSES), dtype=torch.int64)
     for i, m in enumerate(made):
         multi_hot[i, torch.from_numpy(m.digits)] = 1
     return VideoDataset(
