@@ -72,6 +72,24 @@ def test_evaluate_a_video_run_against_the_baselines(tmp_path, shared_data):
     assert "which digits" in report and "Future frames" in report
 
 
+def test_frame_training_keeps_frozen_stages_as_they_were(shared_data):
+    from selfsup.backbones import build_backbone
+    from selfsup.data import load_images
+    from selfsup.evaluate.video import clip_frames, frame_training_scores
+
+    spec = f"moving-mnist:{shared_data / 'mnist'}?clips=40&frames=4"
+    train = load_images(spec, "test", image_size=32)  # 10 clips
+    torch.manual_seed(1)
+    backbone = build_backbone("small_cnn", in_channels=1, image_size=32, width=8)
+    stages = backbone.stages()
+    before = [{k: v.clone() for k, v in stage.state_dict().items()} for stage in stages]
+    frame_training_scores(backbone, train, torch.arange(10), clip_frames(train), 10,
+                          steps=5, batch_size=10, freeze_stages=2)  # fmt: skip
+    for stage, saved in zip(stages[:2], before[:2], strict=True):  # weights and BN statistics
+        assert all(torch.equal(v, saved[k]) for k, v in stage.state_dict().items())
+    assert not torch.equal(stages[3][0].weight, before[3]["0.weight"])
+
+
 @pytest.mark.parametrize("start", ["scratch", "pretrained", "rescaled"])
 def test_frame_training_learns_from_labelled_clips(shared_data, start):
     from selfsup.backbones import build_backbone

@@ -200,7 +200,8 @@ def evaluate_run(
 
     if isinstance(train, VideoDataset):
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
-        options.update(k=k, seed=seed, rescale=rescale, device=device, progress=progress)
+        options.update(k=k, seed=seed, freeze_stages=freeze_stages, rescale=rescale)
+        options.update(device=device, progress=progress)
         return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:

@@ -53,7 +53,9 @@ def _num_classes(*datasets: ImageDataset) -> int:
     return max(int(ds.labels.max()) for ds in datasets) + 1
 
 
-def _freeze(backbone: nn.Module, freeze_stages: int) -> list[nn.Module]:
+def freeze_first_stages(backbone: nn.Module, freeze_stages: int) -> list[nn.Module]:
+    """Stop the gradient to the first `freeze_stages` stages of `backbone`; returns them (the
+    caller keeps them in eval mode, so their BatchNorm statistics stay as they were)."""
     if freeze_stages <= 0:
         return []
     if not hasattr(backbone, "stages"):
@@ -200,7 +202,7 @@ def finetune(
             rescale_to_fresh(model_backbone, train.image_shape, seed)
         head = nn.Linear(int(backbone.feature_dim), num_classes)
         model = nn.Sequential(model_backbone, head).to(device)
-        frozen = _freeze(model_backbone, freeze_stages)
+        frozen = freeze_first_stages(model_backbone, freeze_stages)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
         warmup = max(1, steps // 20)

@@ -32,7 +32,7 @@ from selfsup.data.video import VideoDataset
 from selfsup.errors import DataError, SelfSupError
 from selfsup.evaluate.baselines import _logger, check_choices, random_init_backbone
 from selfsup.evaluate.features import extract_features, raw_pixels
-from selfsup.evaluate.finetune import default_epochs, rescale_to_fresh
+from selfsup.evaluate.finetune import default_epochs, freeze_first_stages, rescale_to_fresh
 from selfsup.evaluate.linear import SINGLE_THREAD_BELOW, WEIGHT_DECAYS
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -165,13 +165,14 @@ def frame_training_scores(
     steps: int | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
+    freeze_stages: int = 0,
     rescale: bool = False,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Scores of the test clips after training `backbone` (in place) with a linear head on
     single frames of the labelled `clips` (BCE). Default budget: `finetune`'s rule (see
-    default_epochs) counted in clips, at least 100 and at most 1000 steps. `rescale`: as in
-    `finetune`."""
+    default_epochs) counted in clips, at least 100 and at most 1000 steps. `freeze_stages` and
+    `rescale`: as in `finetune`."""
     from selfsup.augment import light_augment
 
     targets = train.clip_labels[clips].float()
@@ -186,7 +187,11 @@ def frame_training_scores(
         torch.manual_seed(seed)
         head = nn.Linear(backbone.feature_dim, targets.shape[1])
         model = nn.Sequential(backbone, head).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        frozen = freeze_first_stages(backbone, freeze_stages)
+        for stage in frozen:
+            stage.eval()  # frozen BN layers keep their pretrained running statistics
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
         generator = torch.Generator().manual_seed(seed)
         for _ in range(steps):
@@ -240,13 +245,15 @@ def evaluate_video_backbone(
     baselines: Sequence[str] = BASELINES,
     k: int = 20,
     seed: int = 0,
+    freeze_stages: int = 0,
     rescale: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:
     """Multi-label clip classification of `backbone` and its baselines at each label fraction.
-    `rescale`: fine-tuning first scales the convolutions back to a fresh network's weight norms
-    (see selfsup.evaluate.finetune.rescale_to_fresh).
+    Fine-tuning keeps the first `freeze_stages` stages fixed; with `rescale` it first scales
+    the convolutions back to a fresh network's weight norms (see
+    selfsup.evaluate.finetune.rescale_to_fresh).
 
     Returns the same shape as `evaluate_backbone` ("rows" of method, protocol, fraction,
     n_labels, accuracy, seconds) with "map" in every row and "metric" naming the accuracy.
@@ -301,7 +308,8 @@ def evaluate_video_backbone(
         args = (train, clips, test_frames, n_test)
         if "finetune" in protocols:
             record("ssl", "finetune", fraction, len(clips), finetune_scores, backbone, *args,
-                   seed=seed, rescale=rescale, device=device)  # fmt: skip
+                   seed=seed, freeze_stages=freeze_stages, rescale=rescale,
+                   device=device)  # fmt: skip
         if "supervised" in baselines:
             record("supervised", "train", fraction, len(clips), supervised_scores,
                    backbone.config, *args, seed=seed, device=device)  # fmt: skip
