@@ -90,6 +90,13 @@ def test_pretrain_evaluate_embed_and_load_backbone(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     assert "fine-tuning rescales 4 convolutions" in out and "SSL fine-tune" in out
+    # Options of fine-tuning without fine-tuning, or beyond the backbone, fail before any work.
+    code, _, err = run_cli(capsys, "evaluate", str(run), "--freeze-stages", "2")
+    assert code != 0 and "add finetune to --protocol" in err
+    code, _, err = run_cli(
+        capsys, "evaluate", str(run), "--protocol", "knn,finetune", "--freeze-stages", "9"
+    )
+    assert code != 0 and "only 4 stages" in err and "accuracy" not in err  # no kNN row ran
 
     code, _, err = run_cli(
         capsys,

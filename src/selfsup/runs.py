@@ -193,6 +193,12 @@ def evaluate_run(
             command=command, progress=progress, **(text_options or {}),
         )  # fmt: skip
     protocols = protocols or ("knn", "linear")
+    if (freeze_stages or rescale) and "finetune" not in protocols:
+        flag = "--freeze-stages" if freeze_stages else "--rescale"
+        raise SelfSupError(
+            f"{flag} changes fine-tuning, which this evaluation does not run: add finetune to "
+            "--protocol (e.g. --protocol knn,linear,finetune)"
+        )
     train = build_data(recipe, "train", spec=data)
     test = build_data(recipe, "test", spec=data)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -210,8 +216,7 @@ def evaluate_run(
                 "labels (for an image folder: one sub-folder per class)"
             )
     backbone = run_backbone(run_dir).to(device)
-    if rescale:
-        _announce_rescale(backbone, train.image_shape, seed, progress)
+    _check_finetune_options(backbone, train.image_shape, freeze_stages, rescale, seed, progress)
     started = time.perf_counter()
     # Extracted once: the frozen protocols and the neighbour pictures both use them.
     train_feats = extract_features(backbone, train, device=device)
@@ -248,13 +253,16 @@ def evaluate_run(
     return results
 
 
-def _announce_rescale(backbone, image_shape, seed: int, progress: bool) -> None:
-    """Fail now, not after the frozen protocols, if the backbone cannot be rescaled; say by how
-    much pretraining grew its convolutions."""
+def _check_finetune_options(backbone, image_shape, freeze_stages, rescale, seed, progress):
+    """Fail now, not after the frozen protocols, if the backbone cannot have `freeze_stages`
+    stages frozen or be rescaled; say by how much pretraining grew its convolutions."""
     import copy
 
-    from selfsup.evaluate.finetune import rescale_to_fresh
+    from selfsup.evaluate.finetune import first_stages, rescale_to_fresh
 
+    first_stages(backbone, freeze_stages)
+    if not rescale:
+        return
     growth = rescale_to_fresh(copy.deepcopy(backbone), image_shape, seed)
     if progress:
         print(
@@ -280,8 +288,8 @@ def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) 
 
     started = time.perf_counter()
     backbone = run_backbone(run_dir).to(options["device"])
-    if options["rescale"]:
-        _announce_rescale(backbone, train.image_shape, options["seed"], options["progress"])
+    _check_finetune_options(backbone, train.image_shape, options["freeze_stages"],
+                            options["rescale"], options["seed"], options["progress"])  # fmt: skip
     results = evaluate_video_backbone(backbone, train, test, **options)
     results["seconds"] = time.perf_counter() - started
     results["run"] = _run_info(recipe, data)

@@ -53,10 +53,9 @@ def _num_classes(*datasets: ImageDataset) -> int:
     return max(int(ds.labels.max()) for ds in datasets) + 1
 
 
-def freeze_first_stages(backbone: nn.Module, freeze_stages: int) -> list[nn.Module]:
-    """Stop the gradient to the first `freeze_stages` stages of `backbone`; returns them (the
-    caller keeps them in eval mode, so their BatchNorm statistics stay as they were)."""
-    if freeze_stages <= 0:
+def first_stages(backbone: nn.Module, count: int) -> list[nn.Module]:
+    """The first `count` stages of `backbone`, or a clear error if it has no such stages."""
+    if count <= 0:
         return []
     if not hasattr(backbone, "stages"):
         raise SelfSupError(
@@ -64,12 +63,18 @@ def freeze_first_stages(backbone: nn.Module, freeze_stages: int) -> list[nn.Modu
             "freeze_stages=0"
         )
     stages = list(backbone.stages())
-    if freeze_stages > len(stages):
+    if count > len(stages):
         raise SelfSupError(
-            f"freeze_stages={freeze_stages} but the backbone has only {len(stages)} stages; "
+            f"freeze_stages={count} but the backbone has only {len(stages)} stages; "
             f"use a value from 0 to {len(stages)}"
         )
-    frozen = stages[:freeze_stages]
+    return stages[:count]
+
+
+def freeze_first_stages(backbone: nn.Module, freeze_stages: int) -> list[nn.Module]:
+    """Stop the gradient to the first `freeze_stages` stages of `backbone`; returns them (the
+    caller keeps them in eval mode, so their BatchNorm statistics stay as they were)."""
+    frozen = first_stages(backbone, freeze_stages)
     for stage in frozen:
         stage.requires_grad_(False)
     return frozen
