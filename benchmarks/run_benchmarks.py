@@ -375,12 +375,22 @@ def render_costs(dataset: str, group: list[dict], costs: dict[str, dict]) -> lis
         "image + 9 tiles, BYOL: a target network too); above 1, less (NPID: one view, MoCo: no",
         "backward through the key encoder). Each phase ran a few seconds on a shared machine:",
         "SimSiam's 1.16, for a method that does at least the bare work, shows the noise's size.",
+    ]
+    if any(c.get("unit") == "clips" for c in rows):
+        out += [
+            "Clip tasks count clips (their batch is in clips), and their bare backbone encodes as",
+            "many real frames per step as the task does (counted): the ratio is what the",
+            "task's sampling, heads and decoders cost beyond encoding its frames.",
+        ]
+    out += [
         "",
-        "| recipe | task | batch | images/s | bare backbone images/s | ratio | peak memory "
-        "| linear 1% / 100% |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| recipe | task | batch | per second | bare backbone, per second | frames per bare step "
+        "| ratio | peak memory | linear 1% / 100% |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in rows:
+        unit = c.get("unit", "images")
+        frames = c.get("frames_encoded_per_step", 2 * c["batch_size"])
         accuracy = linear.get(c["name"])
         accuracy_text = (
             f"{accuracy.get(0.01, float('nan')):.3f} / {accuracy.get(1.0, float('nan')):.3f}"
@@ -388,15 +398,19 @@ def render_costs(dataset: str, group: list[dict], costs: dict[str, dict]) -> lis
             else "not run yet"
         )
         out.append(
-            f"| {c['name']} | {c['task']} | {c['batch_size']} | {c['pretrain_images_per_s']:.0f} "
-            f"| {c['bare_images_per_s']:.0f} | {c['ratio']:.2f} "
+            f"| {c['name']} | {c['task']} | {c['batch_size']} "
+            f"| {c['pretrain_images_per_s']:.0f} {unit} | {c['bare_images_per_s']:.0f} {unit} "
+            f"| {frames} | {c['ratio']:.2f} "
             f"| +{c['peak_memory_mb']:.0f} MB | {accuracy_text} |"
         )
     sample = rows[0]
+    dates = " and ".join(sorted({c.get("date", "") for c in rows}))
+    walls = [c["wall_seconds"] for c in rows if "wall_seconds" in c]
+    wall = f" (wall time {min(walls)} to {max(walls)} s per recipe)" if walls else ""
     out += [
         "",
-        f"Measured {sample.get('date', '')} on {sample['device']}, {sample['threads']} threads, "
-        f"precision {sample['precision']}; peak memory is the {sample['peak_memory_kind']}.",
+        f"Measured {dates} on {sample['device']}, {sample['threads']} threads, "
+        f"precision {sample['precision']}{wall}; peak memory is the {sample['peak_memory_kind']}.",
         "",
     ]
     return out

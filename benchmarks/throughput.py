@@ -12,6 +12,12 @@ views the task makes of it). The phases are interleaved pretrain / bare / pretra
 noise hits both alike. A ratio below 1 means the method does more than two backbone passes per
 image (a momentum encoder, jigsaw tiles); above 1, fewer (one view).
 
+Clip tasks (frame order, odd-one-out, future frames, DPC) encode several frames of each clip:
+their "bare" is the backbone's forward + backward + step on a batch of real frames as large as
+the task encodes per step (counted at the backbone's first stage during the first timed run),
+and both rates count clips per second. The ratio then says what the task's sampling, heads and
+decoders cost beyond encoding its frames.
+
 Peak memory: on CPU, the process's peak resident set (ru_maxrss) at the end of the first
 pretrain phase minus the resident set just before it (data and model already loaded), i.e. what
 training adds: activations, gradients, optimizer state, memory bank, queue, target network.
@@ -57,6 +63,33 @@ def bare_rate(backbone, images: torch.Tensor, seconds: float, channels_last: boo
     return done * images.shape[0] / (time.perf_counter() - start)
 
 
+def bare_clip_rate(backbone, frames: torch.Tensor, clips: int, seconds: float) -> float:
+    """Clips per second of the bare backbone on `frames` (the frames of `clips` clips)."""
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-3)
+    frames = frames.float() / 255
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done < 3:
+        backbone(frames).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done += 1
+    if frames.is_cuda:
+        torch.cuda.synchronize()
+    return done * clips / (time.perf_counter() - start)
+
+
+class FrameCounter:
+    """Counts the images entering a backbone's first stage while it trains (with gradients)."""
+
+    def __init__(self, backbone) -> None:
+        self.images = 0
+        self.hook = backbone.stages()[0].register_forward_hook(self.count)
+
+    def count(self, module, inputs, _output) -> None:
+        if module.training and torch.is_grad_enabled():
+            self.images += inputs[0].shape[0]
+
+
 def pretrain_rate(task, dataset, steps: int, recipe: Recipe, args) -> float:
     config = TrainConfig(
         steps=steps,
@@ -93,6 +126,8 @@ def measure(recipe: Recipe, name: str, args) -> dict:
     # A short engine run to size the timed ones so each lasts about seconds / 2.
     probe = pretrain_rate(task, dataset, 6, recipe, args)
     steps = max(10, int(probe * args.seconds / 2 / batch_size))
+    clips = getattr(task, "takes_clips", False)
+    counter = FrameCounter(task.backbone) if clips else None
     first = pretrain_rate(task, dataset, steps, recipe, args)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -104,9 +139,17 @@ def measure(recipe: Recipe, name: str, args) -> dict:
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"
     )
-    with autocast:
-        bare_rate(backbone, images.to(device), 1.0, cuda)  # warm-up
-        bare = bare_rate(backbone, images.to(device), args.seconds / 2, cuda)
+    if clips:
+        counter.hook.remove()
+        per_step = counter.images // steps
+        frames = dataset.get_batch(torch.arange(per_step) % len(dataset)).to(device)
+        with autocast:
+            bare_clip_rate(backbone, frames, batch_size, 1.0)  # warm-up
+            bare = bare_clip_rate(backbone, frames, batch_size, args.seconds / 2)
+    else:
+        with autocast:
+            bare_rate(backbone, images.to(device), 1.0, cuda)  # warm-up
+            bare = bare_rate(backbone, images.to(device), args.seconds / 2, cuda)
     second = pretrain_rate(task, dataset, steps, recipe, args)
     engine = (first + second) / 2
     return {
@@ -119,6 +162,8 @@ def measure(recipe: Recipe, name: str, args) -> dict:
         "device": torch.cuda.get_device_name() if cuda else machine(),
         "threads": torch.get_num_threads(),
         "precision": args.precision,
+        "unit": "clips" if clips else "images",
+        "frames_encoded_per_step": per_step if clips else 2 * batch_size,
         "bare_images_per_s": round(bare, 1),
         "pretrain_images_per_s": round(engine, 1),
         "ratio": round(engine / bare, 3),
