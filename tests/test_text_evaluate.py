@@ -180,6 +180,16 @@ def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2
     assert torch.equal(kept.embed.tokens.weight, vectors * (0.02 / vectors.std()))
     block = "blocks.0.attn.qkv.weight"
     assert not torch.allclose(kept.state_dict()[block], moved.state_dict()[block], atol=1e-4)
+    # tie_output=False: the output layer starts from the vectors and learns; the inputs stay.
+    from selfsup.engine import CHECKPOINT, load_checkpoint
+
+    untied = dict(frozen, task_options={"tie_output": False})
+    pretrain_run(Recipe.from_dict(untied), tmp_path / "untied", progress=False)
+    for run, tied in (("frozen", True), ("untied", False)):
+        weights = load_checkpoint(tmp_path / run / CHECKPOINT)["task"]
+        inputs, outputs = weights["backbone.embed.tokens.weight"], weights["head.embedding.weight"]
+        assert torch.equal(inputs, vectors * (0.02 / vectors.std()))
+        assert torch.equal(outputs, inputs) == tied
     with pytest.raises(SelfSupError, match="name the word2vec run"):
         alone = dict(mlm_recipe, text={"vocab_size": 300, "freeze_word_vectors": True})
         pretrain_run(Recipe.from_dict(alone), tmp_path / "mlm4", progress=False)
