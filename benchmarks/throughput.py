@@ -47,35 +47,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "results" / "costs.json"
 
 
-def bare_rate(backbone, images: torch.Tensor, seconds: float, channels_last: bool) -> float:
+def bare_rate(backbone, batch: torch.Tensor, samples: int, seconds: float) -> float:
+    """Samples (images or clips) per second of the backbone's forward + backward + AdamW step
+    on `batch`, a ready float batch that holds `samples` of them."""
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-3)
-    views = torch.cat([images, images]).float() / 255
-    if channels_last:
-        views = views.contiguous(memory_format=torch.channels_last)
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds or done < 3:
-        backbone(views).sum().backward()
+        backbone(batch).sum().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done += 1
-    if views.is_cuda:
+    if batch.is_cuda:
         torch.cuda.synchronize()
-    return done * images.shape[0] / (time.perf_counter() - start)
-
-
-def bare_clip_rate(backbone, frames: torch.Tensor, clips: int, seconds: float) -> float:
-    """Clips per second of the bare backbone on `frames` (the frames of `clips` clips)."""
-    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-3)
-    frames = frames.float() / 255
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or done < 3:
-        backbone(frames).sum().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done += 1
-    if frames.is_cuda:
-        torch.cuda.synchronize()
-    return done * clips / (time.perf_counter() - start)
+    return done * samples / (time.perf_counter() - start)
 
 
 class FrameCounter:
@@ -139,17 +123,17 @@ def measure(recipe: Recipe, name: str, args) -> dict:
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"
     )
-    if clips:
+    if clips:  # the frames the task encodes per step, real ones
         counter.hook.remove()
         per_step = counter.images // steps
-        frames = dataset.get_batch(torch.arange(per_step) % len(dataset)).to(device)
-        with autocast:
-            bare_clip_rate(backbone, frames, batch_size, 1.0)  # warm-up
-            bare = bare_clip_rate(backbone, frames, batch_size, args.seconds / 2)
-    else:
-        with autocast:
-            bare_rate(backbone, images.to(device), 1.0, cuda)  # warm-up
-            bare = bare_rate(backbone, images.to(device), args.seconds / 2, cuda)
+        batch = dataset.get_batch(torch.arange(per_step) % len(dataset)).to(device).float() / 255
+    else:  # two views of each image
+        batch = torch.cat([images, images]).to(device).float() / 255
+        if cuda:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast:
+        bare_rate(backbone, batch, batch_size, 1.0)  # warm-up
+        bare = bare_rate(backbone, batch, batch_size, args.seconds / 2)
     second = pretrain_rate(task, dataset, steps, recipe, args)
     engine = (first + second) / 2
     return {
