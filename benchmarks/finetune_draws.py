@@ -14,7 +14,6 @@ Runs are runs/bench/NAME (or a path) of image data with a CNN backbone.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 
@@ -22,8 +21,8 @@ from run_benchmarks import image_draw_runs, paired_gap  # benchmarks/, the folde
 
 from selfsup.evaluate import stratified_subset
 from selfsup.evaluate.finetune import (
+    conv_growth,
     finetune_accuracy,
-    rescale_to_fresh,
     supervised_from_scratch_accuracy,
 )
 from selfsup.evaluate.labels import subset_dataset
@@ -36,9 +35,9 @@ def main() -> None:
     args, fraction, paths, train, test = image_draw_runs(__doc__.splitlines()[0], 6)
     backbones = {name: run_backbone(path) for name, path in paths.items()}
     for name, backbone in backbones.items():
-        growth = rescale_to_fresh(copy.deepcopy(backbone), train.image_shape)
+        growth = conv_growth(backbone, train.image_shape)
         print(f"{name}: conv weight norms / a fresh network's: "
-              + " ".join(f"{g:.2f}" for g in growth))  # fmt: skip
+              + " ".join(f"{g:.2f}" for *_, g in growth))  # fmt: skip
 
     accuracy: dict[str, list[float]] = {}
 

@@ -256,14 +256,12 @@ def evaluate_run(
 def _check_finetune_options(backbone, image_shape, freeze_stages, rescale, seed, progress):
     """Fail now, not after the frozen protocols, if the backbone cannot have `freeze_stages`
     stages frozen or be rescaled; say by how much pretraining grew its convolutions."""
-    import copy
-
-    from selfsup.evaluate.finetune import first_stages, rescale_to_fresh
+    from selfsup.evaluate.finetune import conv_growth, first_stages
 
     first_stages(backbone, freeze_stages)
     if not rescale:
         return
-    growth = rescale_to_fresh(copy.deepcopy(backbone), image_shape, seed)
+    growth = [factor for *_, factor in conv_growth(backbone, image_shape, seed)]
     if progress:
         print(
             f"fine-tuning rescales {len(growth)} convolutions to a fresh network's norms "

@@ -123,20 +123,13 @@ def conv_bn_pairs(backbone: nn.Module, image_shape: tuple[int, ...]) -> list[tup
 
 
 @torch.no_grad()
-def rescale_to_fresh(
+def conv_growth(
     backbone: nn.Module, image_shape: tuple[int, ...], seed: int = 0
-) -> list[float]:
-    """Scale (in place) each convolution that feeds a batch norm to the weight norm of the same
-    convolution in a freshly built network (same config, `seed`), and that batch norm's running
-    statistics with it; returns how much each had grown (its norm / the fresh one's).
-
-    The function does not change: batch norm undoes a convolution's scale. Fine-tuning does:
-    pretraining with Adam grows the weights, Adam's steps are about the same size whatever the
-    weights' scale, so a grown network moves less relative to its weights than a fresh one.
-    Krähenbühl et al. 2016 (Data-dependent Initializations of CNNs) rescale pretrained networks
-    before fine-tuning for this reason.
-    """
-    from selfsup.backbones import build_backbone
+) -> list[tuple[str, str, float]]:
+    """For each convolution that feeds a batch norm: (its name, the batch norm's name, its
+    weight norm / that of the same convolution in a freshly built network (same config,
+    `seed`)): how much pretraining grew it."""
+    from selfsup.evaluate.baselines import random_init_backbone
 
     if not hasattr(backbone, "config"):
         raise SelfSupError(
@@ -148,20 +141,38 @@ def rescale_to_fresh(
             "rescale found no convolution followed by batch norm in this backbone; it is for "
             "CNN backbones (small_cnn, resnet18, resnet50): leave rescale off"
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = build_backbone(**backbone.config)
-    growth = []
-    for conv_name, bn_name in pairs:
+    fresh = random_init_backbone(backbone, seed)
+    return [
+        (conv, bn, float(backbone.get_submodule(conv).weight.norm()
+                         / fresh.get_submodule(conv).weight.norm()))
+        for conv, bn in pairs
+    ]  # fmt: skip
+
+
+@torch.no_grad()
+def rescale_to_fresh(
+    backbone: nn.Module, image_shape: tuple[int, ...], seed: int = 0
+) -> list[float]:
+    """Scale (in place) each convolution that feeds a batch norm to the weight norm of the same
+    convolution in a freshly built network (same config, `seed`), and that batch norm's running
+    statistics with it; returns how much each had grown (conv_growth).
+
+    The function does not change: batch norm undoes a convolution's scale. Fine-tuning does:
+    pretraining with Adam grows the weights, Adam's steps are about the same size whatever the
+    weights' scale, so a grown network moves less relative to its weights than a fresh one.
+    Krähenbühl et al. 2016 (Data-dependent Initializations of CNNs) rescale pretrained networks
+    before fine-tuning for this reason.
+    """
+    growth = conv_growth(backbone, image_shape, seed)
+    for conv_name, bn_name, factor in growth:
         conv, bn = backbone.get_submodule(conv_name), backbone.get_submodule(bn_name)
-        growth.append(float(conv.weight.norm() / fresh.get_submodule(conv_name).weight.norm()))
-        scale = 1.0 / growth[-1]
+        scale = 1.0 / factor
         conv.weight.mul_(scale)
         if conv.bias is not None:
             conv.bias.mul_(scale)
         bn.running_mean.mul_(scale)
         bn.running_var.mul_(scale**2)
-    return growth
+    return [factor for *_, factor in growth]
 
 
 def finetune(

@@ -56,6 +56,8 @@ from selfsup.tasks.clips import (
     window_motion,
 )
 
+LAYOUT_CELLS = 8  # the layout expert sees each frame's mean ink on an 8x8 grid
+
 
 def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
     """Per possible start of a 5-frame window (`gap` apart), how much ink its most overlapped
@@ -147,7 +149,8 @@ class FrameOrder(Task):
         self.readout = make_readout(backbone, readout)
         dim = self.readout.dim if self.readout is not None else backbone.feature_dim
         self.head = mlp(3 * dim, hidden_dim, 1)
-        self.layout_expert = mlp(3 * 64, hidden_dim, 1) if layout_expert else None
+        cells = LAYOUT_CELLS**2
+        self.layout_expert = mlp(3 * cells, hidden_dim, 1) if layout_expert else None
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
@@ -165,7 +168,7 @@ class FrameOrder(Task):
             # the augmentation cannot hint at which frame was swapped in.
             b, n, c, h, w = tuples.shape
             tuples = light_augment(tuples.reshape(b, n * c, h, w)).view(b, n, c, h, w)
-        logits = self.head(read_frames(self, self.readout, tuples).flatten(1)).squeeze(1)
+        logits = self.head_logits(tuples)
         if self.layout_expert is None:
             return {
                 "loss": F.binary_cross_entropy_with_logits(logits, labels),
@@ -183,13 +186,18 @@ class FrameOrder(Task):
             "layout_accuracy": ((bias > 0).float() == labels).float().mean(),
         }
 
+    def head_logits(self, tuples: torch.Tensor) -> torch.Tensor:
+        """The backbone's head's verdict (B,) on tuples (B, 3, C, H, W)."""
+        return self.head(read_frames(self, self.readout, tuples).flatten(1)).squeeze(1)
+
     def layout_logits(self, tuples: torch.Tensor) -> torch.Tensor:
         """The layout expert's verdict (B,) on tuples (B, 3, C, H, W) from where their ink is."""
-        return self.layout_expert(coarse_layout(tuples.flatten(0, 1)).view(len(tuples), -1))[:, 0]
+        layout = coarse_layout(tuples.flatten(0, 1), LAYOUT_CELLS).view(len(tuples), -1)
+        return self.layout_expert(layout)[:, 0]
 
     def order_logits(self, tuples: torch.Tensor) -> torch.Tensor:
         """The task's verdict (B,) on tuples (B, 3, C, H, W): > 0 means "in order"."""
-        logits = self.head(read_frames(self, self.readout, tuples).flatten(1)).squeeze(1)
+        logits = self.head_logits(tuples)
         return logits if self.layout_expert is None else logits + self.layout_logits(tuples)
 
     @torch.no_grad()
