@@ -4,6 +4,7 @@
     selfsup pretrain --recipe recipes/mmnist_frame_order.yaml --checkpoint-every 100 \
         --keep-every 100 --out runs/pilot/fo_steps
     python benchmarks/video_probe.py runs/pilot/fo_steps --checkpoints
+    python benchmarks/video_probe.py runs/pilot/fo --random-seeds 5
 
 The downstream of `selfsup evaluate` on Moving MNIST (a clip is the mean of its frames'
 features, one-vs-rest logistic regression, both digits right) at 1% / 10% / 100% of the
@@ -11,7 +12,9 @@ labelled clips, label draw 0. `--stages` reads the global average of every stage
 the final backbone and of the random network (the same architecture at seed 0): whether a
 lower stage kept or gained what the last one lost. `--checkpoints` reads the final stage of
 every kept checkpoints/step_N.pt: whether the features were ever above the random network on
-the way.
+the way. `--random-seeds N` reads random networks of the run's architecture built with seeds
+0..N-1 (seed 0 is the evaluation's random-init baseline): how far a run must be above that
+baseline before the difference is more than the luck of one initialisation.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--stages", action="store_true", help="every stage of the final weights")
     which.add_argument("--checkpoints", action="store_true", help="every kept checkpoint")
+    which.add_argument("--random-seeds", type=int, metavar="N", help="N random networks")
     args = parser.parse_args()
     run = bench_run(args.run)
     recipe = load_run(run)
@@ -71,6 +75,19 @@ def main() -> None:
                 accuracies = clip_accuracies(PooledStage(backbone, stages), train, test)
                 row = "  ".join(f"{a:>6.3f}" for a in accuracies)
                 print(f"{name:<8} {stages:>5}  {row}", flush=True)
+        return
+    if args.random_seeds is not None:
+        if args.random_seeds < 2:
+            raise SystemExit(f"--random-seeds needs at least 2 networks, got {args.random_seeds}")
+        final = trained_task(run, tuple(train.image_shape)).backbone
+        print(f"{'seed':>6}  {header}")
+        scores = []
+        for seed in range(args.random_seeds):
+            scores.append(clip_accuracies(random_init_backbone(final, seed), train, test))
+            print(f"{seed:>6}  " + "  ".join(f"{a:>6.3f}" for a in scores[-1]), flush=True)
+        mean, spread = torch.tensor(scores).mean(0), torch.tensor(scores).std(0)
+        print(f"{'mean':>6}  " + "  ".join(f"{a:>6.3f}" for a in mean))
+        print(f"{'sd':>6}  " + "  ".join(f"{a:>6.3f}" for a in spread))
         return
     checkpoints = sorted((run / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
     if not checkpoints:

@@ -70,6 +70,20 @@ def test_spinning_digits_turn_along_the_same_paths(mnist, shared_data):
     assert torch.equal(upright.clip_labels, turned.clip_labels)
 
 
+def test_still_digits_stay_at_the_start_of_their_path_and_only_turn(mnist):
+    images, labels = mnist
+    moving = moving_mnist_clip(images, labels, 0, 5, spin=12)
+    still = moving_mnist_clip(images, labels, 0, 5, spin=12, still=True)
+    assert np.array_equal(still.digits, moving.digits)
+    # Every frame keeps each digit's first place on its path (the same draws either way) ...
+    assert (still.positions == moving.positions[:, :1]).all()
+    # ... and from there it shows what the moving clip shows: the same digits, turned alike.
+    assert np.array_equal(still.frames[0], moving.frames[0])
+    assert not np.array_equal(still.frames[0], still.frames[-1])
+    quiet = moving_mnist_clip(images, labels, 0, 5, still=True)
+    assert (quiet.frames == quiet.frames[0]).all()  # no spin, no motion: nothing changes
+
+
 def test_moving_mnist_spec_gives_clips_with_multi_hot_labels(shared_data):
     spec = f"moving-mnist:{shared_data / 'mnist'}?clips=12&frames=8"
     train = load_images(spec, "train", image_size=32)

@@ -10,7 +10,9 @@ label "which digits does this clip show" is always a set of two (multi-hot over 
 `moving-mnist:DIR` (DIR = the MNIST IDX folder) gives 2,000 train / 500 test clips; options
 `moving-mnist:DIR?clips=5000&frames=20&size=64&seed=0` change that. `spin=S` (not in the
 original; default 0, off) also turns each digit as it moves, from a random angle at a random
-S/2 to S degrees per frame either way, so that what a digit looks like changes with time too.
+S/2 to S degrees per frame either way, so that what a digit looks like changes with time too;
+`still=1` (also not in the original) keeps each digit where it starts, so that with `spin` the
+turns are all that changes with time.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from selfsup.data.video import VideoDataset, parse_options, resize_clips
 from selfsup.errors import SelfSupError
 
 DIGIT = 28
-DEFAULTS = {"clips": 2000, "frames": 20, "size": 64, "seed": 0, "digits": 2, "spin": 0}
+DEFAULTS = {"clips": 2000, "frames": 20, "size": 64, "seed": 0, "digits": 2, "spin": 0, "still": 0}
 SPEED = (2.0, 5.0)  # pixels per frame at 64 px, uniform in this range
 
 
@@ -36,12 +38,17 @@ class MovingClip(NamedTuple):
     positions: np.ndarray  # top-left corner (row, col) of each digit per frame (D, T, 2)
 
 
-def bounce_path(rng: np.random.Generator, frames: int, limit: int) -> np.ndarray:
+def bounce_path(
+    rng: np.random.Generator, frames: int, limit: int, still: bool = False
+) -> np.ndarray:
     """Integer top-left positions (frames, 2) of a digit moving in a straight line at constant
-    speed and reflecting off the walls, so it stays inside [0, limit] on both axes."""
+    speed and reflecting off the walls, so it stays inside [0, limit] on both axes; a `still`
+    digit stays where it starts (the same draws are made either way)."""
     position = rng.uniform(0, limit, size=2)
     angle = rng.uniform(0, 2 * np.pi)
     velocity = rng.uniform(*SPEED) * np.array([np.sin(angle), np.cos(angle)])
+    if still:
+        velocity = np.zeros(2)
     path = np.empty((frames, 2))
     for t in range(frames):
         path[t] = position
@@ -65,6 +72,7 @@ def moving_mnist_clip(
     size: int = 64,
     num_digits: int = 2,
     spin: float = 0.0,
+    still: bool = False,
 ) -> MovingClip:
     """Clip `index` of the set with this `seed`, from MNIST `images` (M, 28, 28) and `labels`."""
     if size < DIGIT:
@@ -77,7 +85,7 @@ def moving_mnist_clip(
         i = int(rng.integers(len(images)))
         if all(labels[i] != labels[j] for j in chosen):
             chosen.append(i)
-    paths = np.stack([bounce_path(rng, frames, size - DIGIT) for _ in chosen])
+    paths = np.stack([bounce_path(rng, frames, size - DIGIT, still) for _ in chosen])
     digits = images[chosen]
     if spin:  # drawn after everything else: clips without spin stay as they were
         digits = np.stack([spun(digit, frames, spin, rng) for digit in digits])
@@ -130,13 +138,14 @@ def generate_clips(text: str, split: str) -> list[MovingClip]:
             size=options["size"],
             num_digits=options["digits"],
             spin=options["spin"],
+            still=bool(options["still"]),
         )
         for i in range(count)
     ]
 
 
 def load_moving_mnist(text: str, split: str, image_size: int | None = None) -> VideoDataset:
-    """`DIR[?clips=N&frames=T&size=S&seed=K&digits=D&spin=S]` -> VideoDataset with multi-hot
+    """`DIR[?clips=N&frames=T&size=S&seed=K&digits=D&spin=S&still=1]` -> VideoDataset with multi-hot
     labels (see generate_clips)."""
     made = generate_clips(text, split)
     clips = torch.from_numpy(np.stack([m.frames for m in made]))[:, :, None]
