@@ -321,3 +321,6 @@ def test_evaluate_backbone_returns_every_row_for_every_fraction(digits, tiny_reg
     unlabelled = TensorImageDataset(train.images)
     with pytest.raises(SelfSupError, match="labelled"):
         evaluate_backbone(pretrained_like(), unlabelled, test, progress=False)
+    one_class = TensorImageDataset(train.images, torch.zeros(len(train), dtype=torch.int64))
+    with pytest.raises(SelfSupError, match="single class"):  # every method would score 1.0
+        evaluate_backbone(pretrained_like(), one_class, test, progress=False)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 from itertools import islice
+from pathlib import Path
 
 import pytest
 import torch
 
 from selfsup.cli import main
+from selfsup.errors import SelfSupError
 from selfsup.recipe import Recipe
 from selfsup.runs import evaluate_run, pretrain_run
 
@@ -77,6 +79,13 @@ def test_sst2_few_label_protocol_with_all_baselines(sst2_slice, tmp_path):
     # The word2vec run evaluates its own averaged vectors with logistic regression.
     own = evaluate_run(w2v, fractions=(1.0,), baselines=(), progress=False)
     assert [(r["method"], r["protocol"]) for r in own["rows"]] == [("ssl", "linear")]
+    # Labels of one class only: refused before any work, as every method would score 1.0.
+    train_path = sst2_slice.removeprefix("tsv:").split(",")[0]
+    lines = Path(train_path).read_text().splitlines()
+    positives = [line for line in lines if line.endswith("\t1")]
+    (tmp_path / "one.tsv").write_text("\n".join(lines[:1] + positives))
+    with pytest.raises(SelfSupError, match="single class"):
+        evaluate_run(run, data=f"tsv:{tmp_path / 'one.tsv'},{train_path}", progress=False)
 
 
 def test_frozen_lower_layers_are_not_trained(sst2_slice, tmp_path):
@@ -132,7 +141,6 @@ def test_tlm_retrieval_and_cli(shared_data, tmp_path, capsys):
 
 
 def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2_slice, tmp_path):
-    from selfsup.errors import SelfSupError
     from selfsup.runs import run_backbone
     from selfsup.text.tokenizer import load_tokenizer
 

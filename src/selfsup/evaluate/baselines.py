@@ -61,6 +61,11 @@ def _check_inputs(train: ImageDataset, test: ImageDataset, protocols, baselines,
                 f"the {split} dataset {ds.name!r} is empty or has unlabelled samples; "
                 "evaluation needs a fully labelled train and test split"
             )
+    if len(train.labels.unique()) < 2:
+        raise DataError(
+            f"the train split of {train.name!r} holds a single class: every method would score "
+            "1.0; evaluation needs at least two (folder:DIR takes one sub-folder per class)"
+        )
     if train.image_shape != test.image_shape:
         raise DataError(
             f"train images are {train.image_shape} but test images {test.image_shape}; "
