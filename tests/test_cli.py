@@ -62,6 +62,11 @@ def test_pretrain_evaluate_embed_and_load_backbone(tmp_path, capsys):
     )
     assert code == 0, err
     assert "next: selfsup evaluate" in out
+    # --resume keeps the recorded recipe: a flag that would change it is refused, not ignored.
+    code, _, err = run_cli(capsys, "pretrain", "--resume", str(run), "--steps", "8")
+    assert code != 0 and "drop --steps" in err
+    code, out, _ = run_cli(capsys, "pretrain", "--resume", str(run), "--no-progress")
+    assert code == 0 and "already complete (4 steps)" in out
 
     code, out, err = run_cli(
         capsys,

@@ -232,6 +232,17 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     from selfsup.runs import pretrain_run
 
     if args.resume:
+        given = [
+            "--" + name.replace("_", "-")
+            for name in ("recipe", "task", "data", "backbone", "image_size", "out", *TRAIN_FLAGS)
+            if getattr(args, name) is not None
+        ] + ["--set"] * bool(args.set)
+        if given:
+            raise SelfSupError(
+                f"--resume continues {args.resume} exactly as its recipe.yaml records it; "
+                f"drop {', '.join(given)} (to train longer or differently, start a new run "
+                "with --out)"
+            )
         out, recipe = Path(args.resume), load_run(args.resume)
     elif args.out:
         out, recipe = Path(args.out), _recipe_from_args(args)
@@ -244,7 +255,12 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         download=args.download,
         progress=not args.no_progress,
     )
+    if summary["start_step"] == summary["steps"]:
+        print(f"{out} is already complete ({summary['steps']} steps)\nnext: selfsup evaluate {out}")
+        return
     rate = f"{summary['images_per_second']:.0f} {summary['unit']}/s"
+    if summary["start_step"]:
+        print(f"resumed at step {summary['start_step']}")
     print(
         f"pretrained {recipe.task} for {summary['steps']} steps in {summary['seconds']:.0f} s "
         f"({rate}); backbone in {out / 'backbone'}\nnext: selfsup evaluate {out}"

@@ -293,7 +293,8 @@ def pretrain(
 
     `unit` names one sample of a batch on the progress bar (img, clips, seq); the metrics
     key stays images_per_second whatever it counts.
-    Returns a summary {"steps", "seconds", "images_per_second", "final_loss"}. With
+    Returns a summary {"steps", "start_step", "seconds", "images_per_second", "final_loss"}
+    (start_step: where this call began, > 0 when it resumed). With
     resume=True the run continues from out_dir/checkpoints/last.pt, including the optimizer,
     the schedule, the step and the random state.
     """
@@ -435,6 +436,7 @@ def pretrain(
     seconds = time.perf_counter() - started
     return {
         "steps": step,
+        "start_step": start_step,
         "seconds": seconds,
         "images_per_second": images_seen / max(seconds, 1e-9),
         "final_loss": last_logs.get("loss"),
