@@ -209,6 +209,16 @@ def test_bad_data_gives_one_line_error_and_no_output(tmp_path, capsys, make_spec
     assert not out.exists()
 
 
+def test_image_task_on_text_data_says_so(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a few words of text\n")
+    out = tmp_path / "r"
+    code, _, err = run_cli(capsys, "pretrain", "--task", "rotation", "--data", f"text:{corpus}",
+                           "--out", str(out))  # fmt: skip
+    assert code == 2 and "is for images or clips, not text" in err and "mlm" in err
+    assert not out.exists()
+
+
 def test_unknown_task_lists_the_choices(tmp_path, capsys):
     code, _, err = run_cli(capsys, "pretrain", "--task", "rotnet", "--out", str(tmp_path / "r"))
     assert code == 2 and "rotation" in err and "simclr" in err

@@ -210,6 +210,15 @@ def test_train_config_rejects_unknown_keys_and_bad_values():
         TrainConfig(steps=0)
     with pytest.raises(SelfSupError, match="momentum must be in"):
         TrainConfig(momentum=1.0)
+    with pytest.raises(SelfSupError, match="batch_size must be at least 2"):
+        TrainConfig(batch_size=1)  # SimCLR's loss would be 0, most tasks a batch-norm traceback
+    for bad_lr in (-1.0, 0.0, float("nan")):  # torch's own error would be a traceback
+        with pytest.raises(SelfSupError, match="lr must be a positive number"):
+            TrainConfig(lr=bad_lr)
+    with pytest.raises(SelfSupError, match="weight_decay must be 0 or more"):
+        TrainConfig(weight_decay=-0.1)
+    with pytest.raises(SelfSupError, match="warmup_steps must be 0 or more"):
+        TrainConfig(warmup_steps=-5)
 
 
 def test_keep_every_keeps_the_checkpoints_of_those_steps(tmp_path):

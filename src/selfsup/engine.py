@@ -86,6 +86,17 @@ class TrainConfig:
             )
         if not 0.0 <= float(self.momentum) < 1.0:
             raise SelfSupError(f"momentum must be in [0, 1), got {self.momentum}")
+        if int(self.batch_size) < 2:
+            raise SelfSupError(
+                f"batch_size must be at least 2, got {self.batch_size}: batch norm and the "
+                "contrastive losses compare the samples of a batch"
+            )
+        if self.lr is not None and not float(self.lr) > 0.0:  # also refuses NaN
+            raise SelfSupError(f"lr must be a positive number, got {self.lr}")
+        if not float(self.weight_decay) >= 0.0:
+            raise SelfSupError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if self.warmup_steps is not None and int(self.warmup_steps) < 0:
+            raise SelfSupError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -56,6 +56,11 @@ def pretrain_run(
             f"task {recipe.task} learns from text; give --data text:PATH, tsv:PATH, csv:PATH "
             f"or parallel:A,B (got {recipe.data})"
         )
+    if recipe.task not in TEXT_TASKS and is_text_spec(recipe.data):
+        raise SelfSupError(
+            f"task {recipe.task} is for images or clips, not text (got {recipe.data}); "
+            f"text data takes: {', '.join(TEXT_TASKS)}"
+        )
     if recipe.backbone not in BACKBONES:
         raise SelfSupError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
