@@ -162,6 +162,16 @@ def test_clm_generates_text_from_a_run(shared_data, tmp_path):
     texts = generate_text(tmp_path / "run", "ROMEO:", tokens=12, samples=2, seed=1)
     assert len(texts) == 2 and all(t.startswith("ROMEO:") and len(t) > 6 for t in texts)
     assert texts == generate_text(tmp_path / "run", "ROMEO:", tokens=12, samples=2, seed=1)
+    # Temperature 0 always takes the likeliest token: every sample, whatever the seed, agrees.
+    greedy = generate_text(tmp_path / "run", "ROMEO:", tokens=8, samples=2, temperature=0)
+    assert greedy[0] == greedy[1]
+    assert greedy == generate_text(tmp_path / "run", "ROMEO:", tokens=8, temperature=0, seed=5) * 2
+    assert len(generate_text(tmp_path / "run", tokens=4, top_k=0)) == 1  # 0: among all tokens
+    from selfsup.errors import SelfSupError
+
+    for bad in ({"temperature": -1.0}, {"top_k": -2}, {"samples": 0}, {"tokens": 0}):
+        with pytest.raises(SelfSupError, match="generate needs|must be 0"):
+            generate_text(tmp_path / "run", **bad)
 
 
 def test_text_errors_are_one_line(shared_data, tmp_path):

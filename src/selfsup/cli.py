@@ -189,9 +189,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("run")
     g.add_argument("--prompt", default="", help="text to continue (default: a new document)")
     g.add_argument("--tokens", type=int, default=100, help="new tokens per sample (default 100)")
-    g.add_argument("--samples", type=int, default=1)
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--samples", type=int, default=1, help="continuations to draw (default 1)")
+    g.add_argument(
+        "--temperature", type=float, default=0.8,
+        help="> 1 flatter, < 1 sharper; 0 always takes the likeliest token (default 0.8)",
+    )  # fmt: skip
+    g.add_argument(
+        "--top-k", type=int, default=50,
+        help="sample among the k likeliest tokens; 0: among all (default 50)",
+    )  # fmt: skip
     g.add_argument("--seed", type=int, default=0)
 
     m = sub.add_parser("embed", help="write a run's features of a data set to .npy")

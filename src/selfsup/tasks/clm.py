@@ -52,11 +52,16 @@ class CausalLM(Task):
         temperature: float = 1.0,
         top_k: int | None = 50,
     ) -> torch.Tensor:
-        """Extend int64 prompts (B, T) by `new_tokens` sampled tokens (B, T + new_tokens)."""
+        """Extend int64 prompts (B, T) by `new_tokens` sampled tokens (B, T + new_tokens);
+        `temperature` 0 takes the likeliest token each time."""
         tokens = prompt
         for _ in range(new_tokens):
             context = tokens[:, -self.backbone.max_len :]  # slide past the position table
-            logits = self.logits(context)[:, -1] / max(temperature, 1e-6)
+            logits = self.logits(context)[:, -1]
+            if temperature == 0:  # greedy: the likeliest token, no draw
+                tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], 1)
+                continue
+            logits = logits / temperature
             if top_k is not None and top_k < logits.shape[-1]:
                 kth = logits.topk(top_k, dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -19,8 +19,18 @@ def generate_text(
     top_k: int | None = 50,
     seed: int = 0,
 ) -> list[str]:
-    """`samples` continuations of `prompt`, each `tokens` tokens long (prompt included)."""
+    """`samples` continuations of `prompt`, each `tokens` new tokens long. `temperature` 0
+    always takes the likeliest token; `top_k` 0 or None samples among all tokens."""
     from selfsup.text.build import trained_text_task
+
+    for name, value in (("tokens", tokens), ("samples", samples)):
+        if value < 1:
+            raise SelfSupError(f"generate needs {name} >= 1, got {value}")
+    if not temperature >= 0:  # also refuses NaN
+        raise SelfSupError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise SelfSupError(f"top_k must be 0 (all tokens) or more, got {top_k}")
+    top_k = top_k or None
 
     task, tokenizer = trained_text_task(run_dir)
     if not hasattr(task, "generate"):
