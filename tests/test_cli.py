@@ -14,6 +14,7 @@ from PIL import Image
 
 import selfsup
 from selfsup.cli import main
+from selfsup.errors import SelfSupError
 
 TINY = [
     "--set",
@@ -232,6 +233,21 @@ def test_misspelt_flag_suggests_the_right_one(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--steps" in err and err.count("\n") == 1
+
+
+def test_bad_counts_and_devices_are_refused_before_any_work(tmp_path, capsys):
+    for args in (["evaluate", "runs/x", "--k", "0"], ["generate", "runs/x", "--samples", "0"]):
+        with pytest.raises(SystemExit):
+            main(args)
+        assert "must be at least 1, got 0" in capsys.readouterr().err
+    from selfsup.runs import resolve_device
+
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(SelfSupError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SelfSupError, match="no CUDA GPU is visible"):
+            resolve_device("cuda:0")
 
 
 def test_bad_label_fraction_is_explained(capsys):

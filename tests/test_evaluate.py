@@ -118,6 +118,8 @@ def test_knn_separable_is_perfect_and_shuffled_is_chance(monkeypatch):
     # Chunking over the test set (3 queries at a time) must not change the answer.
     monkeypatch.setattr(knn_module, "_CHUNK_ELEMENTS", 3 * len(x))
     assert torch.equal(knn_module.knn_predict(x, shuffled, xt, k=5), whole)
+    with pytest.raises(SelfSupError, match="k >= 1"):  # k=0 used to return a score
+        knn_module.knn_predict(x, y, xt, k=0)
 
 
 def test_knn_votes_are_temperature_weighted():

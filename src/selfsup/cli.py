@@ -80,6 +80,16 @@ def _choices(valid: tuple[str, ...], allow_none: bool = False):
     return parse
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors that suggest the closest valid flag."""
 
@@ -160,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         help="raw,random_init,supervised or none (default those three); vectors_only (text runs "
         "started from word_vectors): the same Transformer with those vectors, no pretraining",
     )
-    e.add_argument("--k", type=int, default=20, help="neighbours for kNN (default 20)")
+    e.add_argument("--k", type=_at_least_one, default=20, help="neighbours for kNN (default 20)")
     e.add_argument(
         "--freeze-stages",
         type=int,
@@ -188,8 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample text from a run trained with clm")
     g.add_argument("run")
     g.add_argument("--prompt", default="", help="text to continue (default: a new document)")
-    g.add_argument("--tokens", type=int, default=100, help="new tokens per sample (default 100)")
-    g.add_argument("--samples", type=int, default=1, help="continuations to draw (default 1)")
+    g.add_argument(
+        "--tokens", type=_at_least_one, default=100, help="new tokens per sample (default 100)"
+    )
+    g.add_argument(
+        "--samples", type=_at_least_one, default=1, help="continuations to draw (default 1)"
+    )
     g.add_argument(
         "--temperature", type=float, default=0.8,
         help="> 1 flatter, < 1 sharper; 0 always takes the likeliest token (default 0.8)",

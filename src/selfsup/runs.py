@@ -141,6 +141,23 @@ def trained_task(
     return task.eval()
 
 
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; "cpu", "cuda" and "cuda:N" are
+    checked here, so a wrong name or a missing GPU is a one-line error, not a torch traceback."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = device.partition(":")
+    if device != "cpu" and (kind != "cuda" or (index and not index.isdigit())):
+        raise SelfSupError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SelfSupError(f"--device {device} but no CUDA GPU is visible; use cpu or auto")
+    if index and int(index) >= torch.cuda.device_count():
+        raise SelfSupError(
+            f"--device {device} but only {torch.cuda.device_count()} GPU(s) are visible"
+        )
+    return device
+
+
 def run_backbone(run_dir: str | Path) -> torch.nn.Module:
     """The trained backbone of a run: its export if present, else from the last checkpoint."""
     run_dir = Path(run_dir)
@@ -183,7 +200,7 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     recipe = load_run(run_dir)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = resolve_device(device)
     if is_text_spec(recipe.data):
         from selfsup.text.evaluate import evaluate_text_run
 
@@ -206,7 +223,6 @@ def evaluate_run(
         )
     train = build_data(recipe, "train", spec=data)
     test = build_data(recipe, "test", spec=data)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     from selfsup.data.video import VideoDataset
 
     if isinstance(train, VideoDataset):
@@ -332,7 +348,7 @@ def embed_run(
     from selfsup.evaluate import extract_features
 
     recipe = load_run(run_dir)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = resolve_device(device)
     if is_text_spec(recipe.data):
         from selfsup.text.evaluate import embed_texts
 

@@ -33,6 +33,8 @@ def knn_predict(
     num_classes: int | None = None,
 ) -> torch.Tensor:
     """Predicted labels (M,) for test_x, computed in chunks on train_x's device."""
+    if k < 1:
+        raise SelfSupError(f"kNN needs k >= 1 neighbours, got {k}")
     if train_x.shape[0] == 0:
         raise SelfSupError("kNN needs at least one labelled training sample; use more labels")
     if train_x.shape[1] != test_x.shape[1]:
