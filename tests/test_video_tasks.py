@@ -273,6 +273,11 @@ def test_video_tasks_ask_for_video_data():
     task = FrameOrder(_backbone(), (1, 32, 32))
     with pytest.raises(SelfSupError, match="moving-mnist:DIR"):
         task.training_step({"images": torch.rand(4, 1, 32, 32)})
+    # Five frames gap=3 apart span 13: shorter clips get a one-line error, not a traceback.
+    for windows in ("motion", "crossing"):
+        short = {"images": torch.rand(4, 1, 32, 32), "clips": torch.rand(4, 8, 1, 32, 32)}
+        with pytest.raises(SelfSupError, match="windows of 13 frames but the clips have 8"):
+            FrameOrder(_backbone(), (1, 32, 32), windows=windows).training_step(short)
 
 
 @pytest.mark.parametrize("task", ["micle", "simclr", "frame_order", "dpc"])

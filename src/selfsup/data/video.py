@@ -147,7 +147,15 @@ def _read_npy(path: Path) -> np.ndarray:
             "or (T, C, H, W) with C = 1 or 3"
         )
     if array.dtype != np.uint8:
-        # Floats are taken as [0, 1] intensities, as the rest of selfsup uses them.
+        # Floats are taken as [0, 1] intensities, as the rest of selfsup uses them; anything
+        # else (0..255 floats, int16) would be clipped to white or black without a word.
+        in_unit_range = np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1
+        if array.dtype.kind not in "fb" or not in_unit_range:  # floats or booleans in [0, 1]
+            raise DataError(
+                f"video: {path} holds {array.dtype} values from {array.min()} to {array.max()};"
+                " a clip is uint8 (0-255) or floats in [0, 1]: convert it, e.g. "
+                "(array / 255).astype('float32') or array.astype('uint8')"
+            )
         array = np.clip(np.asarray(array, dtype=np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
     return array
 
