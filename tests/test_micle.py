@@ -86,6 +86,11 @@ def test_manifest_source_reads_groups_labels_and_splits_by_group(manifest: Path)
     partners = train.extras(torch.arange(len(train)))["partners"]
     assert torch.equal(partners[:, 0], images[:, 0])  # same patient
     assert not torch.equal(partners[:, 1], images[:, 1])  # the other image of that patient
+    # The same manifest tab-separated reads the same.
+    tabbed = manifest.with_suffix(".tsv")
+    tabbed.write_text(manifest.read_text().replace(",", "\t"))
+    again = load_images(f"grouped:{tabbed}", "train", image_size=8)
+    assert torch.equal(again.groups, train.groups) and torch.equal(again.labels, train.labels)
 
 
 def test_group_folder_tree_with_and_without_labels(tmp_path: Path):

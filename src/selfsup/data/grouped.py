@@ -1,8 +1,9 @@
 """Grouped images: several images per group (a patient, an object, a scene) for MICLe.
 
-`grouped:PATH` reads either a CSV manifest `path,group[,label]` (paths relative to the CSV, or
-absolute) or a directory tree `DIR/<group>/*.png` with one folder per group and optional labels
-in `DIR/labels.csv` (`path,label` per image, paths relative to DIR, or `group,label` per group).
+`grouped:PATH` reads either a CSV manifest `path,group[,label]` (or tab-separated; paths
+relative to the manifest, or absolute) or a directory tree `DIR/<group>/*.png` with one folder
+per group and optional labels in `DIR/labels.csv` (`path,label` per image, paths relative to
+DIR, or `group,label` per group).
 Images are decoded lazily like `folder:DIR`. When every image has a label, the test split is 20%
 of the *groups*, stratified by label, so no group (patient) is on both sides; unlabelled data is
 all "train" (pretraining only).
@@ -94,10 +95,14 @@ def _sorted_names(values: set[str]) -> list[str]:
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV file with lower-cased, stripped column names; `required` columns checked."""
+    """Rows of a CSV file (or tab-separated: a header line with tabs and no commas) with
+    lower-cased, stripped column names; `required` columns checked."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            lines = [[cell.strip() for cell in row] for row in csv.reader(f)]
+            first = f.readline()
+            delimiter = "\t" if "\t" in first and "," not in first else ","
+            f.seek(0)
+            lines = [[cell.strip() for cell in row] for row in csv.reader(f, delimiter=delimiter)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(
             f"grouped: {path} could not be read as CSV ({exc}); check the file"
