@@ -235,6 +235,32 @@ def test_misspelt_flag_suggests_the_right_one(capsys):
     assert "--steps" in err and err.count("\n") == 1
 
 
+def test_an_interrupted_evaluation_keeps_its_finished_rows(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "pretrain", "--task", "rotation", "--data", "digits",
+                           "--steps", "2", "--out", str(run), *TINY)  # fmt: skip
+    assert code == 0, err
+    from selfsup.evaluate import baselines
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(baselines, "supervised_from_scratch_accuracy", ctrl_c)
+    code, _, err = run_cli(capsys, "evaluate", str(run), "--labels", "10%,100%", "--baselines",
+                           "raw,supervised", "--protocol", "linear", "--no-progress")  # fmt: skip
+    assert code == 130 and "3 finished row(s) kept in" in err
+    kept = [json.loads(line) for line in (run / "evaluation_rows.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["protocol"]) for r in kept] == [
+        ("ssl", "linear"), ("raw", "knn"), ("raw", "logreg")
+    ]  # fmt: skip
+    assert all(r["fraction"] == 0.1 and 0 <= r["accuracy"] <= 1 for r in kept)
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, "evaluate", str(run), "--labels", "10%", "--baselines", "none",
+                           "--protocol", "linear", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert not (run / "evaluation_rows.jsonl").exists()  # complete: metrics.json has the rows
+
+
 def test_bad_counts_and_devices_are_refused_before_any_work(tmp_path, capsys):
     for args in (["evaluate", "runs/x", "--k", "0"], ["generate", "runs/x", "--samples", "0"]):
         with pytest.raises(SystemExit):

@@ -289,23 +289,25 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
     from selfsup.evaluate import format_table
-    from selfsup.runs import evaluate_run
+    from selfsup.runs import evaluate_run, kept_rows
 
-    results = evaluate_run(
-        args.run,
-        data=args.data,
-        protocols=args.protocol,
-        fractions=args.labels,
-        baselines=args.baselines,
-        k=args.k,
-        freeze_stages=args.freeze_stages,
-        rescale=args.rescale,
-        seed=args.seed,
-        device=args.device,
-        command=command,
-        progress=not args.no_progress,
-        text_options={"word2vec": args.word2vec, "retrieval": args.retrieval},
-    )
+    with kept_rows(args.run) as keep:  # an interrupted evaluation keeps its finished rows
+        results = evaluate_run(
+            args.run,
+            data=args.data,
+            protocols=args.protocol,
+            fractions=args.labels,
+            baselines=args.baselines,
+            k=args.k,
+            freeze_stages=args.freeze_stages,
+            rescale=args.rescale,
+            seed=args.seed,
+            device=args.device,
+            command=command,
+            progress=not args.no_progress,
+            text_options={"word2vec": args.word2vec, "retrieval": args.retrieval},
+            on_row=keep,
+        )
     if results.get("rows"):
         print(format_table(results))
     print(f"report: {Path(args.run) / 'report.md'}")

@@ -7,12 +7,18 @@ A run directory holds:
   backbone/                the trained backbone alone (safetensors + JSON), see load_backbone
   tokenizer.json           text runs only: the tokenizer trained on the run's corpus
   metrics.json, report.md, *.png   written by evaluate
+  evaluation_rows.jsonl    while `selfsup evaluate` runs: each row as soon as it is measured
+                           (kept if it is interrupted or fails; removed once it completes)
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,6 +29,7 @@ from selfsup.recipe import Recipe, build_data, build_task, load_run, save_recipe
 from selfsup.text.corpus import is_text_spec
 
 BACKBONE_DIR = "backbone"
+EVALUATION_ROWS = "evaluation_rows.jsonl"  # rows measured so far, while an evaluation runs
 
 
 def pretrain_run(
@@ -168,6 +175,30 @@ def run_backbone(run_dir: str | Path) -> torch.nn.Module:
     return trained_task(run_dir).backbone
 
 
+@contextmanager
+def kept_rows(run_dir: str | Path) -> Iterator[Callable[[dict], None]]:
+    """An `on_row` for evaluate_run that appends each row to RUN/evaluation_rows.jsonl as soon
+    as it is measured, so an evaluation interrupted or failing after an hour keeps what it had
+    finished (and says where). The file goes when the evaluation completes: metrics.json then
+    holds every row."""
+    kept = Path(run_dir) / EVALUATION_ROWS
+    if kept.parent.is_dir():
+        kept.unlink(missing_ok=True)  # rows of an earlier, unfinished evaluation
+
+    def keep(row: dict) -> None:
+        with open(kept, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    try:
+        yield keep
+    except BaseException:
+        if kept.exists():
+            rows = len(kept.read_text().splitlines())
+            print(f"selfsup: {rows} finished row(s) kept in {kept}", file=sys.stderr)
+        raise
+    kept.unlink(missing_ok=True)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -183,13 +214,15 @@ def evaluate_run(
     command: str | None = None,
     progress: bool = True,
     text_options: dict | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Evaluate a run's backbone on labelled data against the baselines; writes the report.
 
     Text runs go to selfsup.text.evaluate (fine-tuning, TF-IDF, perplexity, retrieval);
     `text_options` passes its extra arguments (word2vec, retrieval). `rescale`: fine-tuning
     first scales the convolutions back to a fresh network's weight norms (CNN backbones; see
-    selfsup.evaluate.finetune.rescale_to_fresh).
+    selfsup.evaluate.finetune.rescale_to_fresh). `on_row` is called with each row as soon as
+    it is measured (`kept_rows` gives one that keeps them on disk).
     """
     from selfsup.evaluate import (
         evaluate_backbone,
@@ -212,7 +245,7 @@ def evaluate_run(
         return evaluate_text_run(
             run_dir, data=data, protocols=protocols, fractions=fractions,
             baselines=baselines, freeze_stages=freeze_stages, k=k, seed=seed, device=device,
-            command=command, progress=progress, **(text_options or {}),
+            command=command, progress=progress, on_row=on_row, **(text_options or {}),
         )  # fmt: skip
     protocols = protocols or ("knn", "linear")
     if (freeze_stages or rescale) and "finetune" not in protocols:
@@ -228,7 +261,7 @@ def evaluate_run(
     if isinstance(train, VideoDataset):
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
         options.update(k=k, seed=seed, freeze_stages=freeze_stages, rescale=rescale)
-        options.update(device=device, progress=progress)
+        options.update(device=device, progress=progress, on_row=on_row)
         return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:
@@ -256,6 +289,7 @@ def evaluate_run(
         progress=progress,
         finetune_options={"rescale": rescale},
         features=(train_feats, test_feats),
+        on_row=on_row,
     )
     results["seconds"] = time.perf_counter() - started
     results["run"] = _run_info(recipe, data)

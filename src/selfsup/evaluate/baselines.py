@@ -118,6 +118,7 @@ def evaluate_backbone(
     progress: bool = True,
     finetune_options: dict | None = None,
     features: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Accuracy of `backbone` and its baselines at each label fraction, as a JSON-able dict.
 
@@ -126,7 +127,8 @@ def evaluate_backbone(
     "seconds"} with method in ssl/raw/random_init/supervised and protocol in
     knn/linear/finetune/logreg/train. `finetune_options` (epochs, steps, lr, ...) go to both
     fine-tuning and supervised-from-scratch so they always share one budget. `features`:
-    the backbone's (train, test) features when the caller already extracted them.
+    the backbone's (train, test) features when the caller already extracted them. `on_row` is
+    called with each row as soon as it is measured (selfsup evaluate keeps them on disk).
     """
     protocols, baselines = tuple(protocols), tuple(baselines)
     fractions = [float(f) for f in fractions]
@@ -150,6 +152,8 @@ def evaluate_backbone(
         }
         rows.append(row)
         log(row)
+        if on_row is not None:
+            on_row(row)
 
     # Frozen features are computed once on all training images; each budget only picks rows.
     frozen = [p for p in protocols if p in ("knn", "linear")]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -249,6 +249,7 @@ def evaluate_video_backbone(
     rescale: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Multi-label clip classification of `backbone` and its baselines at each label fraction.
     Fine-tuning keeps the first `freeze_stages` stages fixed; with `rescale` it first scales
@@ -257,6 +258,7 @@ def evaluate_video_backbone(
 
     Returns the same shape as `evaluate_backbone` ("rows" of method, protocol, fraction,
     n_labels, accuracy, seconds) with "map" in every row and "metric" naming the accuracy.
+    `on_row` is called with each row as soon as it is measured.
     """
     protocols, baselines = tuple(protocols), tuple(baselines)
     _check(train, test, protocols, baselines)
@@ -288,6 +290,8 @@ def evaluate_video_backbone(
         row.update(metrics, seconds=round(time.perf_counter() - started, 3))
         rows.append(row)
         log(row)
+        if on_row is not None:
+            on_row(row)
 
     for fraction in fractions:
         clips = label_subset(n_train, fraction, seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,12 +65,14 @@ def evaluate_text_run(
     device: str = "cpu",
     command: str | None = None,
     progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Evaluate a text run; writes metrics.json and report.md into it and returns the results.
 
     `data` is labelled tsv/csv `TRAIN,TEST` (default: the recipe's evaluate.data, else its own
     data when that has labels). Fine-tuning options come from the recipe's `evaluate` mapping
-    (batch_size, lr, epochs, max_steps; FINETUNE gives the defaults).
+    (batch_size, lr, epochs, max_steps; FINETUNE gives the defaults). `on_row` is called with
+    each classification row as soon as it is measured.
     """
     from selfsup.runs import run_backbone
     from selfsup.text.build import trained_text_task
@@ -100,6 +103,7 @@ def evaluate_text_run(
                 seed=seed,
                 device=device,
                 log=log,
+                on_row=on_row,
             )  # fmt: skip
         )
         results["run"]["eval_data"] = data
@@ -128,7 +132,7 @@ def _labelled_default(recipe) -> str | None:
 
 def classification(
     backbone, tokenizer, recipe, data: str, *, protocols, fractions, baselines,
-    freeze_stages: int, word2vec, k: int, seed: int, device: str, log,
+    freeze_stages: int, word2vec, k: int, seed: int, device: str, log, on_row=None,
 ) -> dict:  # fmt: skip
     """Accuracy rows at each label fraction for the backbone and the baselines."""
     from selfsup.evaluate.baselines import random_init_backbone
@@ -165,6 +169,8 @@ def classification(
                "accuracy": accuracy, "seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
         rows.append(row)
         log(f"{method:<12} {protocol:<9} {100 * f:g}% labels ({n}): {accuracy:.3f}")
+        if on_row is not None:
+            on_row(row)
 
     for f in fractions:
         idx = stratified_subset(train.labels, f, seed)
