@@ -153,6 +153,7 @@ def test_video_source_reads_npy_arrays_and_frame_folders(tmp_path):
         # 0-255 floats would all be clipped to white: refused, with the conversion to make.
         (lambda d: np.save(d / "x.npy", np.full((4, 8, 8), 200.0)), "", "floats in \\[0, 1\\]"),
         (lambda d: np.save(d / "x.npy", np.ones((4, 8, 8), np.int16)), "", "holds int16"),
+        (lambda d: np.save(d / "x.npy", np.zeros((0, 8, 8))), "", "holds no frames"),
     ],
 )
 def test_video_source_errors_are_one_line(tmp_path, setup, spec_suffix, message):

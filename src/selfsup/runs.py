@@ -149,8 +149,9 @@ def trained_task(
 
 
 def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; "cpu", "cuda" and "cuda:N" are
-    checked here, so a wrong name or a missing GPU is a one-line error, not a torch traceback."""
+    """The device to evaluate on: auto gives cuda when a GPU is visible, else cpu; cpu, cuda
+    and cuda:N are checked here, so a wrong name or a missing GPU is a one-line error, not a
+    torch traceback."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     kind, _, index = device.partition(":")

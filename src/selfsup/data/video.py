@@ -146,6 +146,8 @@ def _read_npy(path: Path) -> np.ndarray:
             f"video: {path} has shape {array.shape}; a clip must be (T, H, W), (T, H, W, C) "
             "or (T, C, H, W) with C = 1 or 3"
         )
+    if array.size == 0:
+        raise DataError(f"video: {path} holds no frames (shape {array.shape}); drop the file")
     if array.dtype != np.uint8:
         # Floats are taken as [0, 1] intensities, as the rest of selfsup uses them; anything
         # else (0..255 floats, int16) would be clipped to white or black without a word.
