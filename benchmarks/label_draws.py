@@ -15,6 +15,12 @@ Runs are runs/bench/NAME (or a path) of image data (video and text have their ow
 Prints every draw, then per backbone the mean and standard deviation over draws and the paired
 difference against random init (mean and its standard error over draws): the draws are shared,
 so the paired difference cancels how easy a draw was. The text version is text_label_draws.py.
+
+`--random-seeds N` adds random networks built with seeds 1..N-1 as backbones of their own:
+their difference from the seed-0 network is how much the baseline moves with its
+initialisation alone, the yardstick for a run's difference from it.
+
+    python benchmarks/label_draws.py fmnist_gan_r1_long fmnist_inpainting --random-seeds 4
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ RANDOM = "random init"
 
 
 def main() -> None:
-    args, fraction, paths, train, test = image_draw_runs(__doc__.splitlines()[0], 10)
+    description = __doc__.splitlines()[0]
+    args, fraction, paths, train, test = image_draw_runs(description, 10, random_seeds=True)
     num_classes = int(train.labels.max()) + 1
     first = run_backbone(paths[args.runs[0]])
     backbones = {RANDOM: random_init_backbone(first, 0)}
+    for seed in range(1, args.random_seeds):
+        backbones[f"random init, seed {seed}"] = random_init_backbone(first, seed)
     backbones.update((name, run_backbone(path)) for name, path in paths.items())
     features = {}
     for name, backbone in backbones.items():

@@ -80,8 +80,9 @@ def untrained_twin(backbone, recipe):
     return random_init_backbone(backbone, seed=0)
 
 
-def image_draw_runs(description: str, default_draws: int):
-    """The command line of the image label-draw scripts: RUN... --labels L --draws N. Returns
+def image_draw_runs(description: str, default_draws: int, random_seeds: bool = False):
+    """The command line of the image label-draw scripts: RUN... --labels L --draws N (and
+    --random-seeds N where `random_seeds`). Returns
     (args, label fraction, {name: run path}, train, test) after checking that every run was
     trained on the first one's data (its labelled splits are the ones evaluated)."""
     parser = argparse.ArgumentParser(description=description)
@@ -90,9 +91,16 @@ def image_draw_runs(description: str, default_draws: int):
     parser.add_argument(
         "--draws", type=int, default=default_draws, help="label draws (seeds 0..N-1)"
     )
+    if random_seeds:
+        parser.add_argument(
+            "--random-seeds", type=int, default=1,
+            help="random networks to compare (seeds 0..N-1; default 1: the baseline's seed 0)",
+        )  # fmt: skip
     args = parser.parse_args()
     if args.draws < 2:
         raise SystemExit("--draws must be at least 2 (the spread needs two draws)")
+    if getattr(args, "random_seeds", 1) < 1:
+        raise SystemExit("--random-seeds must be at least 1")
     paths = {name: bench_run(name) for name in args.runs}
     recipe = load_run(paths[args.runs[0]])
     for name, path in paths.items():
