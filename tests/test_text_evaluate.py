@@ -77,8 +77,10 @@ def test_sst2_few_label_protocol_with_all_baselines(sst2_slice, tmp_path):
 
     assert np.load(tmp_path / "e.npy").shape == (200, 128)
     # The word2vec run evaluates its own averaged vectors with logistic regression.
-    own = evaluate_run(w2v, fractions=(1.0,), baselines=(), progress=False)
+    seen: list[dict] = []
+    own = evaluate_run(w2v, fractions=(1.0,), baselines=(), progress=False, on_row=seen.append)
     assert [(r["method"], r["protocol"]) for r in own["rows"]] == [("ssl", "linear")]
+    assert seen == own["rows"]  # each row also reaches on_row as it is measured
     # Labels of one class only: refused before any work, as every method would score 1.0.
     train_path = sst2_slice.removeprefix("tsv:").split(",")[0]
     lines = Path(train_path).read_text().splitlines()

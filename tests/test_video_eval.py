@@ -70,6 +70,13 @@ def test_evaluate_a_video_run_against_the_baselines(tmp_path, shared_data):
     assert [row["n_labels"] for row in results["rows"]][:1] == [10]
     report = (out / "report.md").read_text()
     assert "which digits" in report and "Future frames" in report
+    # Each row also reaches on_row as it is measured: what `selfsup evaluate` keeps on disk.
+    from selfsup.runs import evaluate_run
+
+    seen: list[dict] = []
+    again = evaluate_run(out, fractions=(1.0,), baselines=("raw",), progress=False,
+                         on_row=seen.append)  # fmt: skip
+    assert seen == again["rows"] and len(seen) == 3  # ssl knn, ssl linear, raw logreg
 
 
 def test_frame_training_keeps_frozen_stages_as_they_were(shared_data):
