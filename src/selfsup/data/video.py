@@ -78,6 +78,19 @@ def resize_clips(clips: torch.Tensor, size: int | None) -> torch.Tensor:
     return resize_images(clips.flatten(0, 1), size).view(n, t, clips.shape[2], size, size)
 
 
+def check_window(clips: torch.Tensor, length: int, stride: int = 1) -> int:
+    """The frames a window of `length` frames `stride` apart spans in clips (B, T, ...), or a
+    one-line error when it does not fit."""
+    span = (length - 1) * stride + 1
+    if length < 1 or stride < 1 or span > clips.shape[1]:
+        raise SelfSupError(
+            f"a window needs {span} frames: the task takes windows of {span} frames but the "
+            f"clips have {clips.shape[1]}; use longer clips (e.g. video:DIR?length=N), shorter "
+            "windows or a smaller gap or stride"
+        )
+    return span
+
+
 def sample_windows(
     clips: torch.Tensor, length: int, stride: int = 1, *, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,12 +101,7 @@ def sample_windows(
     RNG (the engine seeds it per step).
     """
     batch, frames = clips.shape[:2]
-    span = (length - 1) * stride + 1
-    if length < 1 or stride < 1 or span > frames:
-        raise SelfSupError(
-            f"a window of {length} frames every {stride} needs {span} frames but the clips have "
-            f"{frames}; use shorter windows or a smaller stride"
-        )
+    span = check_window(clips, length, stride)
     starts_possible = frames - span + 1
     if weights is None:
         starts = torch.randint(starts_possible, (batch,), device=clips.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.data.video import check_window
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch
 
@@ -30,18 +31,9 @@ def motion(clips: torch.Tensor) -> torch.Tensor:
     return (clips[:, 1:] - clips[:, :-1]).abs().flatten(2).mean(2)
 
 
-def check_span(clips: torch.Tensor, span: int) -> None:
-    """A one-line error when a window of `span` frames does not fit in the clips (B, T, ...)."""
-    if span > clips.shape[1]:
-        raise SelfSupError(
-            f"the task needs windows of {span} frames but the clips have {clips.shape[1]}; use "
-            "longer clips (e.g. video:DIR?length=N) or a smaller gap or stride"
-        )
-
-
 def window_motion(clips: torch.Tensor, span: int) -> torch.Tensor:
     """Total motion inside every window of `span` frames (B, T - span + 1)."""
-    check_span(clips, span)
+    check_window(clips, span)
     steps = motion(clips)
     cumulative = torch.nn.functional.pad(steps.cumsum(1), (1, 0))
     return cumulative[:, span - 1 :] - cumulative[:, : cumulative.shape[1] - span + 1]

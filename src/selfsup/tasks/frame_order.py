@@ -42,11 +42,10 @@ from selfsup.augment import (
     random_quarter_turns,
     random_translate,
 )
-from selfsup.data.video import gather_frames, sample_windows
+from selfsup.data.video import check_window, gather_frames, sample_windows
 from selfsup.errors import SelfSupError
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.clips import (
-    check_span,
     closest_frame_elsewhere,
     coarse_layout,
     make_readout,
@@ -64,7 +63,7 @@ def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
     """Per possible start of a 5-frame window (`gap` apart), how much ink its most overlapped
     frame hides (B, starts): where objects cross, the frame holds less ink than the clip's
     fullest frame (Moving MNIST keeps the brighter pixel where digits overlap)."""
-    check_span(clips, 4 * gap + 1)
+    check_window(clips, 5, gap)
     ink = clips.flatten(2).sum(2)  # (B, T)
     hidden = ink.amax(1, keepdim=True) - ink
     starts = clips.shape[1] - 4 * gap
