@@ -72,11 +72,12 @@ def first_stages(backbone: nn.Module, count: int) -> list[nn.Module]:
 
 
 def freeze_first_stages(backbone: nn.Module, freeze_stages: int) -> list[nn.Module]:
-    """Stop the gradient to the first `freeze_stages` stages of `backbone`; returns them (the
-    caller keeps them in eval mode, so their BatchNorm statistics stay as they were)."""
+    """Stop the gradient to the first `freeze_stages` stages of `backbone` and put them in eval
+    mode, so their BatchNorm statistics stay as they were; returns them. Call it after the
+    model's train(), which would switch them back."""
     frozen = first_stages(backbone, freeze_stages)
     for stage in frozen:
-        stage.requires_grad_(False)
+        stage.requires_grad_(False).eval()
     return frozen
 
 
@@ -217,8 +218,8 @@ def finetune(
         if rescale:
             rescale_to_fresh(model_backbone, train.image_shape, seed)
         head = nn.Linear(int(backbone.feature_dim), num_classes)
-        model = nn.Sequential(model_backbone, head).to(device)
-        frozen = freeze_first_stages(model_backbone, freeze_stages)
+        model = nn.Sequential(model_backbone, head).to(device).train()
+        freeze_first_stages(model_backbone, freeze_stages)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
         warmup = max(1, steps // 20)
@@ -233,9 +234,6 @@ def finetune(
         aug_generator = torch.Generator().manual_seed(seed + 1)
         if augment:
             from selfsup.augment import light_augment
-        model.train()
-        for stage in frozen:
-            stage.eval()  # frozen BN layers keep their pretrained running statistics
         for images, labels in islice(_train_batches(train, batch_size, generator), steps):
             x = images.to(device, non_blocking=True).float().div_(255)
             if augment:

@@ -187,9 +187,7 @@ def frame_training_scores(
         torch.manual_seed(seed)
         head = nn.Linear(backbone.feature_dim, targets.shape[1])
         model = nn.Sequential(backbone, head).to(device).train()
-        frozen = freeze_first_stages(backbone, freeze_stages)
-        for stage in frozen:
-            stage.eval()  # frozen BN layers keep their pretrained running statistics
+        freeze_first_stages(backbone, freeze_stages)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
