@@ -99,6 +99,9 @@ def test_bad_names_and_options_are_clear() -> None:
         build_backbone("vit_tiny", image_size=28, patch_size=5)
     with pytest.raises(SelfSupError, match="stem"):
         build_backbone("resnet18", stem="tiny")
+    with pytest.raises(SelfSupError, match="at least 8 px, got 4"):
+        build_backbone("small_cnn", image_size=4)
+    assert build_backbone("small_cnn", image_size=8)(torch.rand(2, 3, 8, 8)).shape == (2, 256)
     vit = build_backbone("vit_tiny", image_size=32, depth=1)
     with pytest.raises(SelfSupError, match="built for 32x32"):
         vit(torch.rand(1, 3, 28, 28))

@@ -166,6 +166,33 @@ def test_image_folder_trains_through_dataloader_workers(tmp_path, capsys):
     rows = json.loads((run / "metrics.json").read_text())["rows"]
     assert next(r for r in rows if r["method"] == "raw")["accuracy"] > 0.9  # colour separates
 
+    # Transfer across channel counts: the RGB backbone reads gray digits copied to R, G and B.
+    code, _, err = run_cli(
+        capsys, "evaluate", str(run), "--data", "digits", "--labels", "10%",
+        "--protocol", "knn", "--baselines", "none", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "converting digits's gray images" in err
+
+
+def test_gray_backbone_embeds_rgb_folder(tmp_path, capsys):
+    """A backbone pretrained on gray digits embeds a folder of RGB files (read lazily) as
+    their luma instead of failing on the channel count."""
+    _write_folder(tmp_path / "images", per_class=3)
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "pretrain", "--task", "rotation", "--data", "digits", "--steps", "2",
+        "--out", str(run), *TINY,
+    )  # fmt: skip
+    assert code == 0, err
+    out = tmp_path / "features.npy"
+    code, _, err = run_cli(
+        capsys, "embed", str(run), "--data", f"folder:{tmp_path / 'images'}", "--out", str(out)
+    )
+    assert code == 0, err
+    # 2 classes x 3 images, one per class held out as the test split; width 8: 64-d features
+    assert np.load(out).shape == (4, 64)
+
 
 def _truncated_gz(directory):
     directory.mkdir()

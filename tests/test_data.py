@@ -309,3 +309,18 @@ def test_folder_errors(tmp_path: Path) -> None:
     assert dataset.paths[0].endswith("broken.png")  # listed up front, decoded on access
     with pytest.raises(DataError, match=r"broken\.png could not be decoded"):
         dataset[0]
+
+
+def test_channel_conversion_copies_gray_and_takes_luma_of_rgb():
+    from selfsup.data.base import ChannelConvertedDataset, TensorImageDataset, convert_channels
+
+    gray = torch.tensor([[[[0, 100], [200, 255]]]], dtype=torch.uint8)
+    rgb = convert_channels(gray, 3)
+    assert rgb.shape == (1, 3, 2, 2) and (rgb == gray).all()
+    assert torch.equal(convert_channels(rgb, 1), gray)  # luma of a gray RGB image is itself
+    red = torch.zeros(1, 3, 1, 1, dtype=torch.uint8)
+    red[:, 0] = 255
+    assert convert_channels(red, 1).item() == 76  # 0.299 * 255, rounded
+    lazy = ChannelConvertedDataset(TensorImageDataset(rgb), 1)
+    assert lazy.image_shape == (1, 2, 2)
+    assert torch.equal(lazy[0][0], gray[0]) and torch.equal(lazy.get_batch(torch.tensor([0])), gray)

@@ -139,6 +139,30 @@ def resize_dataset(dataset, image_size: int | None):
     return TensorImageDataset(images, dataset.labels, dataset.classes, dataset.name)
 
 
+def match_channels(dataset, channels: int):
+    """The dataset as the `channels`-channel images a backbone takes: gray images are copied
+    to RGB, RGB ones become gray (luma), so that a backbone pretrained on MNIST can be
+    evaluated on CIFAR-10 or a folder of photos, and the other way round."""
+    from selfsup.data.base import ChannelConvertedDataset, TensorImageDataset, convert_channels
+    from selfsup.data.video import VideoDataset
+
+    have = dataset.image_shape[0]
+    if have == channels:
+        return dataset
+    if {have, channels} != {1, 3}:
+        raise SelfSupError(
+            f"{dataset.name} has {have}-channel images but the backbone takes {channels} "
+            "channels; only gray (1) and RGB (3) convert into each other"
+        )
+    if isinstance(dataset, VideoDataset):
+        clips = convert_channels(dataset.clips, channels)
+        return VideoDataset(clips, dataset.clip_labels, dataset.classes, dataset.name)
+    if type(dataset) is TensorImageDataset:
+        images = convert_channels(dataset.images, channels)
+        return TensorImageDataset(images, dataset.labels, dataset.classes, dataset.name)
+    return ChannelConvertedDataset(dataset, channels)
+
+
 def build_task(recipe: Recipe, image_shape: tuple[int, int, int], dataset_size: int | None = None):
     """Backbone and task of a recipe, freshly initialised.
 

@@ -25,7 +25,7 @@ import torch
 
 from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
 from selfsup.errors import SelfSupError
-from selfsup.recipe import Recipe, build_data, build_task, load_run, save_recipe
+from selfsup.recipe import Recipe, build_data, build_task, load_run, match_channels, save_recipe
 from selfsup.text.corpus import is_text_spec
 
 BACKBONE_DIR = "backbone"
@@ -255,22 +255,21 @@ def evaluate_run(
             f"{flag} changes fine-tuning, which this evaluation does not run: add finetune to "
             "--protocol (e.g. --protocol knn,linear,finetune)"
         )
-    train = build_data(recipe, "train", spec=data)
-    test = build_data(recipe, "test", spec=data)
+    backbone = run_backbone(run_dir).to(device)
+    train, test = (_backbone_data(recipe, split, data, backbone) for split in ("train", "test"))
     from selfsup.data.video import VideoDataset
 
     if isinstance(train, VideoDataset):
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
         options.update(k=k, seed=seed, freeze_stages=freeze_stages, rescale=rescale)
         options.update(device=device, progress=progress, on_row=on_row)
-        return _evaluate_video_run(run_dir, recipe, train, test, data, command, **options)
+        return _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, **options)
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:
             raise SelfSupError(
                 f"{data or recipe.data} ({split} split) has unlabeled images; evaluation needs "
                 "labels (for an image folder: one sub-folder per class)"
             )
-    backbone = run_backbone(run_dir).to(device)
     _check_finetune_options(backbone, train.image_shape, freeze_stages, rescale, seed, progress)
     started = time.perf_counter()
     # Extracted once: the frozen protocols and the neighbour pictures both use them.
@@ -309,6 +308,22 @@ def evaluate_run(
     return results
 
 
+def _backbone_data(recipe, split: str, data: str | None, backbone):
+    """A run's data (or `data`) as the images its backbone takes: resized to the recipe's
+    size and, where the channels differ (gray against RGB), converted, saying so once."""
+    dataset = build_data(recipe, split, spec=data)
+    channels = backbone.config["in_channels"]
+    if dataset.image_shape[0] != channels and split == "train":
+        kind = {1: "gray", 3: "RGB"}
+        print(
+            f"note: the backbone takes {kind.get(channels, channels)} images; converting "
+            f"{dataset.name}'s {kind.get(dataset.image_shape[0], dataset.image_shape[0])} "
+            "images to match",
+            file=sys.stderr,
+        )
+    return match_channels(dataset, channels)
+
+
 def _check_finetune_options(backbone, image_shape, freeze_stages, rescale, seed, progress):
     """Fail now, not after the frozen protocols, if the backbone cannot have `freeze_stages`
     stages frozen or be rescaled; say by how much pretraining grew its convolutions."""
@@ -335,13 +350,12 @@ def _run_info(recipe, data: str | None) -> dict:
     }
 
 
-def _evaluate_video_run(run_dir, recipe, train, test, data, command, **options) -> dict:
+def _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, **options):
     """Multi-label clip classification (selfsup.evaluate.video) and the report."""
     from selfsup.evaluate import write_report
     from selfsup.evaluate.video import evaluate_video_backbone
 
     started = time.perf_counter()
-    backbone = run_backbone(run_dir).to(options["device"])
     _check_finetune_options(backbone, train.image_shape, options["freeze_stages"],
                             options["rescale"], options["seed"], options["progress"])  # fmt: skip
     results = evaluate_video_backbone(backbone, train, test, **options)
@@ -389,8 +403,9 @@ def embed_run(
 
         features = embed_texts(run_dir, data, split, device)
     else:
-        dataset = build_data(recipe, split, spec=data)
-        features = extract_features(run_backbone(run_dir).to(device), dataset, device=device)
+        backbone = run_backbone(run_dir).to(device)
+        dataset = _backbone_data(recipe, split, data, backbone)
+        features = extract_features(backbone, dataset, device=device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")

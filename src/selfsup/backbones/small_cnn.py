@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.errors import SelfSupError
+
+# Three 2x2 max-pools: smaller images pool away to nothing before the last stage.
+MIN_IMAGE_SIZE = 8
+
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(
@@ -25,6 +30,12 @@ class SmallCNN(nn.Module):
         self, in_channels: int = 3, image_size: int = 32, width: int = 32, depth: int = 1
     ) -> None:
         super().__init__()
+        if image_size < MIN_IMAGE_SIZE:
+            raise SelfSupError(
+                f"small_cnn halves the image three times, so it needs images of at least "
+                f"{MIN_IMAGE_SIZE} px, got {image_size}; use --image-size {MIN_IMAGE_SIZE} or "
+                "more, or --backbone resnet18"
+            )
         widths = [width, 2 * width, 4 * width, 8 * width]
         stages: list[nn.Module] = []
         previous = in_channels

@@ -99,6 +99,47 @@ class TensorImageDataset(ImageDataset):
         )
 
 
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 images (..., C, H, W) with C in (1, 3) as `channels` (1 or 3) channels: gray is
+    copied to R, G and B; RGB becomes its BT.601 luma, as PIL's grayscale conversion."""
+    have = images.shape[-3]
+    if have == channels:
+        return images
+    if (have, channels) == (1, 3):
+        return images.expand(*images.shape[:-3], 3, *images.shape[-2:]).contiguous()
+    if (have, channels) == (3, 1):
+        luma = torch.tensor((0.299, 0.587, 0.114)).view(3, 1, 1)
+        gray = (images.float() * luma).sum(dim=-3, keepdim=True)
+        return gray.round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
+
+
+class ChannelConvertedDataset(ImageDataset):
+    """A lazy view on an image dataset with its images converted to `channels` channels
+    (for sources read from files; in-memory ones are converted once by `match_channels`)."""
+
+    def __init__(self, base: ImageDataset, channels: int) -> None:
+        self.base = base
+        self.channels = channels
+        self.classes = base.classes
+        self.name = base.name
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.base.labels
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.base.image_shape[1:])  # type: ignore[return-value]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        return convert_channels(image, self.channels), label
+
+    def get_batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return convert_channels(self.base.get_batch(indices), self.channels)
+
+
 class BatchDataset(Dataset):
     """A source whose `get_batch(indices)` returns the whole training batch as a dict of CPU
     tensors (text: token ids, segments, pair labels). The engine moves it to the device and
