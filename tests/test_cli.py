@@ -172,7 +172,7 @@ def test_image_folder_trains_through_dataloader_workers(tmp_path, capsys):
         "--protocol", "knn", "--baselines", "none", "--no-progress",
     )  # fmt: skip
     assert code == 0, err
-    assert "converting digits's gray images" in err
+    assert "converting the gray images of digits" in err
 
 
 def test_gray_backbone_embeds_rgb_folder(tmp_path, capsys):

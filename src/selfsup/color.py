@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import torch
 
+# ITU-R BT.601 luma weights of R, G and B, as in PIL's and torchvision's grayscale conversion.
+LUMA = (0.299, 0.587, 0.114)
 # Linear sRGB -> XYZ for the D65 white (IEC 61966-2-1).
 _RGB_TO_XYZ = (
     (0.4124564, 0.3575761, 0.1804375),

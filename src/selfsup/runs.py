@@ -316,9 +316,9 @@ def _backbone_data(recipe, split: str, data: str | None, backbone):
     if dataset.image_shape[0] != channels and split == "train":
         kind = {1: "gray", 3: "RGB"}
         print(
-            f"note: the backbone takes {kind.get(channels, channels)} images; converting "
-            f"{dataset.name}'s {kind.get(dataset.image_shape[0], dataset.image_shape[0])} "
-            "images to match",
+            f"note: the backbone takes {kind.get(channels, channels)} images; converting the "
+            f"{kind.get(dataset.image_shape[0], dataset.image_shape[0])} images of "
+            f"{dataset.name} to match",
             file=sys.stderr,
         )
     return match_channels(dataset, channels)

@@ -14,13 +14,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from selfsup.color import LUMA
 from selfsup.errors import SelfSupError
 
-# ITU-R BT.601 luma, as in torchvision/PIL's grayscale conversion.
-_LUMA = (0.299, 0.587, 0.114)
 # RGB -> YIQ; a hue shift is a rotation of the (I, Q) chroma plane.
 _RGB_TO_YIQ = (
-    (0.299, 0.587, 0.114),
+    LUMA,
     (0.595716, -0.274453, -0.321263),
     (0.211456, -0.522591, 0.311135),
 )
@@ -60,7 +59,7 @@ def _luma(images: torch.Tensor) -> torch.Tensor:
     """Grayscale (B, 1, H, W); a 1-channel image is its own luma."""
     if images.shape[1] != 3:
         return images.mean(dim=1, keepdim=True)
-    weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
     return (images * weights).sum(dim=1, keepdim=True)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from selfsup.color import LUMA
+
 UNLABELED = -1
 
 
@@ -108,7 +110,7 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if (have, channels) == (1, 3):
         return images.expand(*images.shape[:-3], 3, *images.shape[-2:]).contiguous()
     if (have, channels) == (3, 1):
-        luma = torch.tensor((0.299, 0.587, 0.114)).view(3, 1, 1)
+        luma = torch.tensor(LUMA).view(3, 1, 1)
         gray = (images.float() * luma).sum(dim=-3, keepdim=True)
         return gray.round().clamp(0, 255).to(torch.uint8)
     raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
