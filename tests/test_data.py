@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from selfsup.data import DATA_SPECS, load_images
+from selfsup.data.base import ChannelConvertedDataset, TensorImageDataset, convert_channels
 from selfsup.data.cifar import safe_unpickle
 from selfsup.errors import DataError, SelfSupError
 
@@ -312,8 +313,6 @@ def test_folder_errors(tmp_path: Path) -> None:
 
 
 def test_channel_conversion_copies_gray_and_takes_luma_of_rgb():
-    from selfsup.data.base import ChannelConvertedDataset, TensorImageDataset, convert_channels
-
     gray = torch.tensor([[[[0, 100], [200, 255]]]], dtype=torch.uint8)
     rgb = convert_channels(gray, 3)
     assert rgb.shape == (1, 3, 2, 2) and (rgb == gray).all()
@@ -324,3 +323,16 @@ def test_channel_conversion_copies_gray_and_takes_luma_of_rgb():
     lazy = ChannelConvertedDataset(TensorImageDataset(rgb), 1)
     assert lazy.image_shape == (1, 2, 2)
     assert torch.equal(lazy[0][0], gray[0]) and torch.equal(lazy.get_batch(torch.tensor([0])), gray)
+
+
+def test_match_channels_converts_clips_and_keeps_their_labels():
+    from selfsup.data.video import VideoDataset
+    from selfsup.recipe import match_channels
+
+    clips = torch.randint(0, 256, (2, 3, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.tensor([[1, 0], [0, 1]])
+    video = match_channels(VideoDataset(clips, labels), 3)
+    assert isinstance(video, VideoDataset) and video.clips.shape == (2, 3, 3, 8, 8)
+    assert torch.equal(video.clips[:, :, 2], clips[:, :, 0]) and video.clip_labels is labels
+    with pytest.raises(SelfSupError, match="only gray"):
+        match_channels(TensorImageDataset(torch.zeros(1, 2, 4, 4, dtype=torch.uint8)), 3)

@@ -312,16 +312,15 @@ def _backbone_data(recipe, split: str, data: str | None, backbone):
     """A run's data (or `data`) as the images its backbone takes: resized to the recipe's
     size and, where the channels differ (gray against RGB), converted, saying so once."""
     dataset = build_data(recipe, split, spec=data)
-    channels = backbone.config["in_channels"]
-    if dataset.image_shape[0] != channels and split == "train":
+    converted = match_channels(dataset, backbone.config["in_channels"])
+    if converted is not dataset and split == "train":
         kind = {1: "gray", 3: "RGB"}
         print(
-            f"note: the backbone takes {kind.get(channels, channels)} images; converting the "
-            f"{kind.get(dataset.image_shape[0], dataset.image_shape[0])} images of "
-            f"{dataset.name} to match",
+            f"note: the backbone takes {kind[converted.image_shape[0]]} images; converting the "
+            f"{kind[dataset.image_shape[0]]} images of {dataset.name} to match",
             file=sys.stderr,
         )
-    return match_channels(dataset, channels)
+    return converted
 
 
 def _check_finetune_options(backbone, image_shape, freeze_stages, rescale, seed, progress):
@@ -350,7 +349,7 @@ def _run_info(recipe, data: str | None) -> dict:
     }
 
 
-def _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, **options):
+def _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, **options) -> dict:
     """Multi-label clip classification (selfsup.evaluate.video) and the report."""
     from selfsup.evaluate import write_report
     from selfsup.evaluate.video import evaluate_video_backbone
