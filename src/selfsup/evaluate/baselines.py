@@ -19,7 +19,7 @@ from selfsup.errors import DataError, SelfSupError
 from selfsup.evaluate.features import extract_features, raw_pixels
 from selfsup.evaluate.finetune import finetune_accuracy, supervised_from_scratch_accuracy
 from selfsup.evaluate.knn import knn_accuracy
-from selfsup.evaluate.labels import stratified_subset, subset_dataset
+from selfsup.evaluate.labels import require_two_classes, stratified_subset, subset_dataset
 from selfsup.evaluate.linear import linear_probe_accuracy
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -61,11 +61,7 @@ def _check_inputs(train: ImageDataset, test: ImageDataset, protocols, baselines,
                 f"the {split} dataset {ds.name!r} is empty or has unlabelled samples; "
                 "evaluation needs a fully labelled train and test split"
             )
-    if len(train.labels.unique()) < 2:
-        raise DataError(
-            f"the train split of {train.name!r} holds a single class: every method would score "
-            "1.0; evaluation needs at least two (folder:DIR takes one sub-folder per class)"
-        )
+    require_two_classes(train.labels, repr(train.name), "folder:DIR takes one sub-folder per class")
     if train.image_shape != test.image_shape:
         raise DataError(
             f"train images are {train.image_shape} but test images {test.image_shape}; "

@@ -36,6 +36,15 @@ def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch
     return torch.sort(torch.cat(picked)).values
 
 
+def require_two_classes(labels: torch.Tensor, name: str, hint: str) -> None:
+    """Refuse a train split whose labels are all one class: every method would score 1.0."""
+    if labels[labels >= 0].unique().numel() < 2:
+        raise DataError(
+            f"the train split of {name} holds a single class: every method would score 1.0; "
+            f"evaluation needs at least two ({hint})"
+        )
+
+
 class SubsetImageDataset(ImageDataset):
     """A lazy view on some samples of another image dataset (for sources without `subset`)."""
 

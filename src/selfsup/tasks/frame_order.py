@@ -63,10 +63,9 @@ def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
     """Per possible start of a 5-frame window (`gap` apart), how much ink its most overlapped
     frame hides (B, starts): where objects cross, the frame holds less ink than the clip's
     fullest frame (Moving MNIST keeps the brighter pixel where digits overlap)."""
-    check_window(clips, 5, gap)
+    starts = clips.shape[1] - check_window(clips, 5, gap) + 1
     ink = clips.flatten(2).sum(2)  # (B, T)
     hidden = ink.amax(1, keepdim=True) - ink
-    starts = clips.shape[1] - 4 * gap
     frames = [hidden[:, k * gap : k * gap + starts] for k in range(5)]
     return torch.stack(frames).amax(0) ** 2
 

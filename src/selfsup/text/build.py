@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from selfsup.errors import DataError, SelfSupError
+from selfsup.errors import SelfSupError
 from selfsup.text.corpus import (
     TextSpec,
     iter_table,
@@ -148,11 +148,9 @@ def labeled_splits(
     opts, encoder = text_options(recipe), not getattr(backbone, "causal", False)
     max_len = getattr(backbone, "max_len", 512)
     train = labeled_text(spec, "train", tokenizer, opts, encoder, max_len)
-    if len(train.classes) < 2:
-        raise DataError(
-            f"the train split of {spec} holds a single class ({train.classes[0]!r}): every "
-            "method would score 1.0; evaluation needs labelled rows of at least two classes"
-        )
+    from selfsup.evaluate.labels import require_two_classes
+
+    require_two_classes(train.labels, spec, f"all its rows are labelled {train.classes[0]!r}")
     test = labeled_text(spec, "test", tokenizer, opts, encoder, max_len, train.classes)
     return train, test
 
