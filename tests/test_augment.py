@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from selfsup.augment import (
     random_translate,
     simclr_augment,
     solarize,
+    views_from,
 )
 from selfsup.errors import SelfSupError
 
@@ -211,3 +213,31 @@ def test_view_is_different_per_call_without_generator() -> None:
     augment = simclr_augment(28, 3)
     assert not torch.equal(augment(x), augment(x))
     assert math.isfinite(float(augment(x).sum()))
+
+
+def test_views_from_changes_only_the_given_fields_of_the_default() -> None:
+    default = simclr_augment(28, 1)
+    assert views_from(None, default) is default
+    changed = views_from({"crop_scale": [0.08, 1.0], "gray_p": 0}, default)
+    assert changed.crop_scale == (0.08, 1.0) and changed.gray_p == 0
+    assert changed.jitter_strength == default.jitter_strength and changed.blur_p == default.blur_p
+    assert default.crop_scale == (0.2, 1.0)  # the default itself is untouched
+    given = ViewAugment(flip_p=0.0)
+    assert views_from(given, default) is given
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"crop_scal": [0.1, 1.0]}, "unknown field(s) crop_scal; valid: crop_scale"),
+        ({"crop_scale": [0.5, 0.2]}, "crop_scale needs 0 < low <= high <= 1"),
+        ({"crop_scale": 0.5}, "crop_scale must be two numbers"),
+        ({"gray_p": 2}, "gray_p is a probability in [0, 1]"),
+        ({"jitter_strength": -1}, "jitter_strength must be a number >= 0"),
+        ({"flip_p": "half"}, "flip_p is a probability in [0, 1], got 'half'"),
+        (False, "augment: expected fields of the views"),
+    ],
+)
+def test_views_from_rejects_bad_fields_by_name(fields: object, message: str) -> None:
+    with pytest.raises(SelfSupError, match=re.escape(message)):
+        views_from(fields, simclr_augment(28, 1))

@@ -40,6 +40,13 @@ def test_help_path_does_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"selfsup {selfsup.__version__}"
+
+
 def test_tasks_lists_every_task_with_a_description(capsys):
     code, out, _ = run_cli(capsys, "tasks")
     assert code == 0
@@ -342,6 +349,28 @@ def test_recipe_file_with_overrides(tmp_path, capsys):
     bad.write_text("task: rotation\nepochs: 3\n")
     code, _, err = run_cli(capsys, "pretrain", "--recipe", str(bad), "--out", str(tmp_path / "b"))
     assert code == 2 and "epochs" in err
+
+
+def test_view_augmentation_is_set_field_by_field(tmp_path, capsys):
+    """`--set task_options.augment.FIELD=...` changes that field of the task's own views, is
+    saved with the run, and a misspelt field stops the run before it starts."""
+    from selfsup.recipe import build_task, load_run
+
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "pretrain", "--task", "simclr", "--data", "digits", "--steps", "2",
+        "--set", "task_options.augment.crop_scale=[0.5, 1.0]", *TINY, "--out", str(run),
+    )  # fmt: skip
+    assert code == 0, err
+    task = build_task(load_run(run), (1, 8, 8))
+    assert task.augment.crop_scale == (0.5, 1.0) and task.augment.gray_p == 0.2
+
+    code, _, err = run_cli(
+        capsys, "pretrain", "--task", "pirl", "--data", "digits", "--steps", "2",
+        "--set", "task_options.augment.blur=0.5", *TINY, "--out", str(tmp_path / "bad"),
+    )  # fmt: skip
+    assert code == 2 and "unknown field(s) blur; valid: crop_scale" in err
+    assert not (tmp_path / "bad" / "backbone").exists()
 
 
 def test_every_listed_task_imports_and_is_a_task():

@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from selfsup import __version__
 from selfsup.errors import SelfSupError
 
 # Flags that map 1:1 onto TrainConfig fields (type, help).
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="selfsup",
         description="Self-supervised pretraining and few-label evaluation.",
     )
+    parser.add_argument("--version", action="version", version=f"selfsup {__version__}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )

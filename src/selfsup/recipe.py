@@ -96,13 +96,19 @@ def set_option(recipe: Recipe, assignment: str) -> None:
         raise SelfSupError(
             f"--set {key}: unknown key {head!r}; valid: {', '.join(recipe.to_dict())}"
         )
-    if rest:
-        target = getattr(recipe, head)
-        if not isinstance(target, dict):
-            raise SelfSupError(f"--set {key}: {head} is not a mapping")
-        target[rest] = value
-    else:
+    if not rest:
         setattr(recipe, head, value)
+        return
+    # task_options.augment.crop_scale=[0.08,1] walks into (and makes) nested mappings.
+    target, path = getattr(recipe, head), head
+    *parents, leaf = rest.split(".")
+    for part in parents:
+        if not isinstance(target, dict):
+            raise SelfSupError(f"--set {key}: {path} is not a mapping")
+        target, path = target.setdefault(part, {}), f"{path}.{part}"
+    if not isinstance(target, dict):
+        raise SelfSupError(f"--set {key}: {path} is not a mapping")
+    target[leaf] = value
 
 
 def build_data(

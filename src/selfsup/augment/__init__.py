@@ -11,7 +11,7 @@ from selfsup.augment.ops import (
     random_translate,
     solarize,
 )
-from selfsup.augment.views import ViewAugment, light_augment, simclr_augment
+from selfsup.augment.views import ViewAugment, light_augment, simclr_augment, views_from
 
 __all__ = [
     "ViewAugment",
@@ -26,4 +26,5 @@ __all__ = [
     "random_translate",
     "simclr_augment",
     "solarize",
+    "views_from",
 ]

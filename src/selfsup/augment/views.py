@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -14,6 +15,7 @@ from selfsup.augment.ops import (
     random_resized_crop,
     solarize,
 )
+from selfsup.errors import SelfSupError
 
 # SimCLR's CIFAR recipe (Chen et al. 2020, appendix B.9) drops the blur for images this small.
 SMALL_IMAGE = 32
@@ -38,6 +40,29 @@ class ViewAugment:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Recipes give lists; checking here fails at build time, not hours into a run.
+        self.crop_scale = _pair(self.crop_scale, "crop_scale")
+        self.crop_ratio = _pair(self.crop_ratio, "crop_ratio")
+        self.blur_sigma = _pair(self.blur_sigma, "blur_sigma")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise SelfSupError(
+                f"augment: crop_scale needs 0 < low <= high <= 1, got {self.crop_scale}"
+            )
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise SelfSupError(f"augment: crop_ratio needs 0 < low <= high, got {self.crop_ratio}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise SelfSupError(f"augment: blur_sigma needs 0 < low <= high, got {self.blur_sigma}")
+        if not isinstance(self.jitter_strength, (int, float)) or self.jitter_strength < 0:
+            raise SelfSupError(
+                f"augment: jitter_strength must be a number >= 0, got {self.jitter_strength!r}"
+            )
+        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise SelfSupError(f"augment: {name} is a probability in [0, 1], got {value!r}")
+
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -60,6 +85,38 @@ class ViewAugment:
         if self.solarize_p > 0:
             x = solarize(x, p=self.solarize_p, generator=generator)
         return x
+
+
+def _pair(value, name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise SelfSupError(
+            f"augment: {name} must be two numbers [low, high], got {value!r}"
+        ) from None
+    return low, high
+
+
+def views_from(option: ViewAugment | Mapping | None, default: ViewAugment) -> ViewAugment:
+    """A task's view augmentation: its `default`, that default with the fields of a mapping
+    changed (a recipe's `task_options: {augment: {crop_scale: [0.08, 1.0]}}`), or a ViewAugment
+    (or any callable on a batch) used as given."""
+    if option is None:
+        return default
+    if isinstance(option, Mapping):
+        valid = [f.name for f in fields(ViewAugment)]
+        unknown = sorted(set(option) - set(valid))
+        if unknown:
+            raise SelfSupError(
+                f"augment: unknown field(s) {', '.join(map(str, unknown))}; "
+                f"valid: {', '.join(valid)}"
+            )
+        return replace(default, **option)
+    if not callable(option):
+        raise SelfSupError(
+            f"augment: expected fields of the views, e.g. {{crop_scale: [0.2, 1]}}, got {option!r}"
+        )
+    return option
 
 
 def simclr_augment(image_size: int, channels: int) -> ViewAugment:

@@ -11,10 +11,12 @@ cannot collapse. No negatives, no momentum encoder, no stop-gradient.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from selfsup.augment import ViewAugment, simclr_augment
+from selfsup.augment import ViewAugment, simclr_augment, views_from
 from selfsup.losses import barlow_twins_loss
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.simclr import projection_head, two_views
@@ -44,11 +46,11 @@ class BarlowTwins(Task):
         projection_dim: int = 1024,
         hidden_dim: int = 1024,
         lambd: float = 5e-3,
-        augment: ViewAugment | None = None,
+        augment: ViewAugment | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
         channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
+        self.augment = views_from(augment, simclr_augment(height, channels))
         self.lambd = lambd
         self.projector = expander(backbone.feature_dim, hidden_dim, projection_dim)
 

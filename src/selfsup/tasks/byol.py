@@ -17,12 +17,12 @@ images of at most 32 px, as in SimCLR's CIFAR recipe).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from selfsup.augment import ViewAugment, simclr_augment
+from selfsup.augment import ViewAugment, simclr_augment, views_from
 from selfsup.losses import embedding_std, negative_cosine
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.momentum import MomentumEncoder, cosine_momentum
@@ -40,11 +40,11 @@ class BYOL(Task):
         projection_dim: int = 256,
         hidden_dim: int = 1024,
         base_momentum: float = 0.99,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
         channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
+        self.augment = views_from(augment, simclr_augment(height, channels))
         self.augment_target = self.augment
         if isinstance(self.augment, ViewAugment):
             self.augment_target = dataclasses.replace(self.augment, solarize_p=0.2)

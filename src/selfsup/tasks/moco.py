@@ -25,14 +25,14 @@ own BN statistics: the same effect as the official code on that many GPUs, witho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import simclr_augment
+from selfsup.augment import simclr_augment, views_from
 from selfsup.errors import SelfSupError
 from selfsup.losses import gather_with_grad, queue_info_nce
 from selfsup.tasks.base import Batch, Task
@@ -121,7 +121,7 @@ class MoCo(Task):
         queue_size: int = 4096,
         momentum: float = 0.99,
         key_bn_splits: int = 2,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | Mapping | None = None,
         dataset_size: int | None = None,
     ) -> None:
         super().__init__(backbone)
@@ -131,7 +131,7 @@ class MoCo(Task):
                 f"{queue_size}, {key_bn_splits}, {momentum}; fix task_options"
             )
         channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
+        self.augment = views_from(augment, simclr_augment(height, channels))
         self.temperature, self.momentum, self.key_bn_splits = temperature, momentum, key_bn_splits
         feature_dim = backbone.feature_dim
         self.head = moco_head(feature_dim, hidden_dim or feature_dim, projection_dim)

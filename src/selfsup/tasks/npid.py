@@ -15,11 +15,13 @@ task, so the checkpoint written after the step holds it and --resume is exact.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import ViewAugment
+from selfsup.augment import ViewAugment, views_from
 from selfsup.errors import SelfSupError
 from selfsup.losses.memory_bank import OBJECTIVES, MemoryBank
 from selfsup.tasks.base import Batch, Task
@@ -63,11 +65,11 @@ class NPID(Task):
         temperature: float = 0.07,
         momentum: float = 0.5,
         objective: str = "infonce",
-        augment: ViewAugment | None = None,
+        augment: ViewAugment | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
         size = require_dataset_size(dataset_size, self.name)
-        self.augment = augment or npid_augment()
+        self.augment = views_from(augment, npid_augment())
         self.num_negatives = num_negatives
         self.temperature = temperature
         self.objective = check_objective(objective, self.name)

@@ -21,11 +21,19 @@ tile cropped at a random offset in each cell, taken from a random 60-100% crop o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import ViewAugment, color_jitter, random_grayscale, random_resized_crop
+from selfsup.augment import (
+    ViewAugment,
+    color_jitter,
+    random_grayscale,
+    random_resized_crop,
+    views_from,
+)
 from selfsup.errors import SelfSupError
 from selfsup.losses.memory_bank import MemoryBank
 from selfsup.tasks.base import Batch, Task
@@ -58,7 +66,7 @@ class PIRL(Task):
         jigsaw_weight: float = 0.5,
         objective: str = "infonce",
         tile_crop_scale: tuple[float, float] = (0.6, 1.0),
-        augment: ViewAugment | None = None,
+        augment: ViewAugment | Mapping | None = None,
     ) -> None:
         """Tile geometry follows the jigsaw task: cells a third of the image, tiles a quarter
         smaller than their cell (28 px -> 7 px tiles in 9 px cells; 32 px -> 8 in 10)."""
@@ -79,7 +87,7 @@ class PIRL(Task):
         check_grid(height, self.tile_size, self.cell_size, self.jitter, self.name)
         self.input_size = encoder_input_size(backbone, height, self.tile_size)
         self.tile_crop_scale = tuple(tile_crop_scale)
-        self.augment = augment or npid_augment()
+        self.augment = views_from(augment, npid_augment())
         self.num_negatives = num_negatives
         self.temperature = temperature
         self.jigsaw_weight = jigsaw_weight

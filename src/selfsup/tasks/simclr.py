@@ -9,10 +9,12 @@ NT-Xent loss is applied to the projections; the backbone's features are what tra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from selfsup.augment import ViewAugment, simclr_augment
+from selfsup.augment import ViewAugment, simclr_augment, views_from
 from selfsup.losses import nt_xent
 from selfsup.tasks.base import Batch, Task
 
@@ -44,11 +46,11 @@ class SimCLR(Task):
         projection_dim: int = 128,
         hidden_dim: int | None = None,
         temperature: float = 0.5,
-        augment: ViewAugment | None = None,
+        augment: ViewAugment | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
         channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
+        self.augment = views_from(augment, simclr_augment(height, channels))
         self.temperature = temperature
         feature_dim = backbone.feature_dim
         self.projector = projection_head(feature_dim, hidden_dim or feature_dim, projection_dim)

@@ -14,12 +14,12 @@ BN without affine parameters, and a predictor with a 4x narrower hidden layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from selfsup.augment import simclr_augment
+from selfsup.augment import simclr_augment, views_from
 from selfsup.losses import embedding_std, negative_cosine
 from selfsup.tasks.base import Batch, Task
 from selfsup.tasks.simclr import projection_head
@@ -36,11 +36,11 @@ class SimSiam(Task):
         projection_dim: int = 512,
         hidden_dim: int | None = None,
         predictor_dim: int | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
         channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
+        self.augment = views_from(augment, simclr_augment(height, channels))
         hidden = hidden_dim or projection_dim
         self.projector = nn.Sequential(
             projection_head(backbone.feature_dim, hidden, projection_dim),

@@ -11,10 +11,12 @@ without negatives. Weights 25 / 25 / 1 as in the paper.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from selfsup.augment import ViewAugment, simclr_augment
+from selfsup.augment import ViewAugment, simclr_augment, views_from
 from selfsup.losses import vicreg_loss
 from selfsup.tasks.barlow_twins import expander
 from selfsup.tasks.base import Batch, Task
@@ -34,11 +36,11 @@ class VICReg(Task):
         sim_weight: float = 25.0,
         var_weight: float = 25.0,
         cov_weight: float = 1.0,
-        augment: ViewAugment | None = None,
+        augment: ViewAugment | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
         channels, height, _ = image_shape
-        self.augment = augment or simclr_augment(height, channels)
+        self.augment = views_from(augment, simclr_augment(height, channels))
         self.weights = {
             "sim_weight": sim_weight,
             "var_weight": var_weight,
