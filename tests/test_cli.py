@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,40 @@ def test_image_folder_trains_through_dataloader_workers(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     assert "converting the gray images of digits" in err
+
+
+def test_a_bad_file_found_mid_run_keeps_the_steps_done(tmp_path, capsys):
+    """A file that cannot be decoded stops the run in one line when its batch comes up; the
+    steps before it are saved, and --resume goes on once the file is fixed."""
+    from selfsup.data import load_images
+    from selfsup.engine import BatchOrder
+
+    root = tmp_path / "images"
+    _write_folder(root)
+    paths = load_images(f"folder:{root}", "train", image_size=16).paths
+    order = BatchOrder(len(paths), batch_size=8, seed=0)
+    earlier = set(order.indices(0).tolist()) | set(order.indices(1).tolist())
+    victim = Path(paths[next(i for i in order.indices(2).tolist() if i not in earlier)])
+    good = victim.read_bytes()
+    victim.write_bytes(b"not a png")
+
+    run = tmp_path / "run"
+    args = [
+        "pretrain", "--task", "rotation", "--data", f"folder:{root}", "--image-size", "16",
+        "--steps", "4", "--set", "backbone_options.width=8", "--batch-size", "8",
+        "--num-workers", "1", "--no-progress", "--out", str(run),
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert f"{victim} could not be decoded" in err and "saved at step 2" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+
+    victim.write_bytes(good)
+    code, _, err = run_cli(capsys, "pretrain", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4
 
 
 def test_gray_backbone_embeds_rgb_folder(tmp_path, capsys):

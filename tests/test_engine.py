@@ -299,3 +299,33 @@ def test_two_cpu_processes_ddp_pretrain(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(load_checkpoint(out / CHECKPOINT)["step"]) == 3
+
+
+@pytest.mark.parametrize("task", ["rotation", "npid"])
+def test_resume_on_data_of_another_size(tmp_path, capsys, task):
+    """Resuming on more or fewer samples goes on with a note; a memory bank (one row per
+    sample) cannot, and says why in one line instead of a state-dict traceback."""
+    from selfsup.data import load_images
+    from selfsup.data.base import TensorImageDataset
+    from selfsup.engine import pretrain
+    from selfsup.recipe import build_task
+
+    digits = load_images("digits", "train")
+    recipe = tiny_recipe(task, steps=6)
+    config = TrainConfig(**{**recipe.train, "steps": 3})
+
+    def subset(n: int) -> TensorImageDataset:
+        return TensorImageDataset(digits.images[:n], digits.labels[:n])
+
+    first = build_task(recipe, digits.image_shape, 300)
+    pretrain(first, subset(300), tmp_path / "run", config, progress=False)
+    later = subset(400)
+    again = build_task(recipe, digits.image_shape, len(later))
+    config = TrainConfig(**recipe.train)
+    if task == "npid":
+        with pytest.raises(SelfSupError, match="began with 300 samples, the data now has 400"):
+            pretrain(again, later, tmp_path / "run", config, resume=True, progress=False)
+        return
+    summary = pretrain(again, later, tmp_path / "run", config, resume=True, progress=False)
+    assert summary["start_step"] == 3 and summary["steps"] == 6
+    assert "the run began with 300 samples, the data now has 400" in capsys.readouterr().err

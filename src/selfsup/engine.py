@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from selfsup.data.base import BatchDataset, ImageDataset, TensorImageDataset
-from selfsup.errors import SelfSupError
+from selfsup.errors import DataError, SelfSupError
 from selfsup.optim import OPTIMIZERS, make_optimizer, warmup_cosine
 from selfsup.tasks.base import Task
 
@@ -178,9 +178,21 @@ def _batches(
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
         )
-        for (images, _), idx in zip(loader, index_batches, strict=True):
-            yield images.to(device, non_blocking=True), torch.tensor(idx)
+        try:
+            for (images, _), idx in zip(loader, index_batches, strict=True):
+                yield images.to(device, non_blocking=True), torch.tensor(idx)
+        except DataError as error:
+            raise DataError(_worker_message(error)) from None
         step = end
+
+
+def _worker_message(error: Exception) -> str:
+    """The message an error had in its DataLoader worker, without the worker's traceback."""
+    message = str(error)
+    if "Original Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]  # "selfsup.errors.DataError: <message>"
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
@@ -328,8 +340,26 @@ def pretrain(
     start_step, checkpoint = 0, None
     if resume:
         checkpoint = load_checkpoint(out_dir / CHECKPOINT)
-        task.load_state_dict(checkpoint["task"])
+        began_with = checkpoint.get("dataset_size", len(dataset))
+        resized = began_with != len(dataset)
+        changed = f"the run began with {began_with} samples, the data now has {len(dataset)}"
+        try:
+            task.load_state_dict(checkpoint["task"])
+        except RuntimeError as error:
+            # A memory bank has one row per sample, so its size is the data's size.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise SelfSupError(
+                f"{out_dir / CHECKPOINT} does not fit the task built from the data now "
+                f"({lines[-1]}){'; ' + changed if resized else ''}. Resume on the data the "
+                "run began with"
+            ) from None
         start_step = int(checkpoint["step"])
+        if resized and start_step < config.steps and rank == 0:
+            print(
+                f"note: {changed}; the run goes on, but its batches are not those of an "
+                "uninterrupted run",
+                file=sys.stderr,
+            )
 
     task.channels_last = channels_last
     if channels_last:
@@ -441,6 +471,17 @@ def pretrain(
                     f"with `selfsup pretrain --resume {out_dir}`"
                 )
         save(step)
+    except DataError as error:
+        # A bad file is found when its batch is loaded, before that step changes any weight,
+        # so the steps done so far are saved. (Under DDP the other ranks are mid-step; the
+        # periodic checkpoint is the one to resume from.)
+        if world > 1 or step == start_step:
+            raise
+        save(step)
+        raise DataError(
+            f"{error}. The run is saved at step {step}: fix the data, then "
+            f"`selfsup pretrain --resume {out_dir}`"
+        ) from None
     finally:
         stop.restore()
         bar.close()
