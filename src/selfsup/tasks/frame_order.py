@@ -12,7 +12,7 @@ where things are and how they move, not just what the frame looks like on averag
 `frame_shift: N` moves each frame of a tuple by its own random offset of up to N pixels. On
 Moving MNIST the absolute place of a blob then says less about time; the layout of the digits
 relative to each other still does, and reading it needs to know which digit is which (the
-intent; docs/video.md has what it measured).
+intent; docs/video_experiments.md has what it measured).
 
 `frame_turns: true` (or a probability P: only that share of the frames) turns each frame of a
 tuple by its own random multiple of 90 degrees. Where the digits are then says when only once
@@ -27,7 +27,7 @@ the frame shows can give x away. `layout_expert: true` is a product of experts (
 2019, Don't Take the Easy Way Out): an MLP on the frames' 8x8 layouts learns what the layout
 alone tells, and the backbone's head is trained on the sum of both verdicts with the expert's
 held fixed, so the backbone is pushed only where the layout leaves the answer open.
-docs/video.md has what each of these measured.
+docs/video_experiments.md has what each of these measured.
 """
 
 from __future__ import annotations
