@@ -14,7 +14,8 @@ pixel prediction on Moving MNIST is mostly rewarded for where (docs/video.md).
 `negatives: same_cell` keeps only the candidates that where and when cannot rule out: the
 same cell of the same future frame in the other clips. Measured on Moving MNIST, the full set
 was mostly told apart by position; here only what is in the cell can decide (measured: how
-much ink sits where in an 8 px cell is enough, without the digit's identity; docs/video_experiments.md).
+much ink sits where in an 8 px cell is enough, without the digit's identity;
+docs/video_experiments.md).
 
 Departures from the paper, for a frame encoder on a CPU: one frame per time step instead of
 5-frame blocks through a 3D ResNet, and all future maps predicted at once by conv layers over
