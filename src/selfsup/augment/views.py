@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -19,6 +19,9 @@ from selfsup.errors import SelfSupError
 
 # SimCLR's CIFAR recipe (Chen et al. 2020, appendix B.9) drops the blur for images this small.
 SMALL_IMAGE = 32
+
+# What a task calls to make views: a ViewAugment, or any function of a float batch.
+Views = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -97,7 +100,7 @@ def _pair(value, name: str) -> tuple[float, float]:
     return low, high
 
 
-def views_from(option: ViewAugment | Mapping | None, default: ViewAugment) -> ViewAugment:
+def views_from(option: Views | Mapping | None, default: ViewAugment) -> Views:
     """A task's view augmentation: its `default`, that default with the fields of a mapping
     changed (a recipe's `task_options: {augment: {crop_scale: [0.08, 1.0]}}`), or a ViewAugment
     (or any callable on a batch) used as given."""
@@ -105,11 +108,10 @@ def views_from(option: ViewAugment | Mapping | None, default: ViewAugment) -> Vi
         return default
     if isinstance(option, Mapping):
         valid = [f.name for f in fields(ViewAugment)]
-        unknown = sorted(set(option) - set(valid))
+        unknown = sorted(str(key) for key in option if key not in valid)
         if unknown:
             raise SelfSupError(
-                f"augment: unknown field(s) {', '.join(map(str, unknown))}; "
-                f"valid: {', '.join(valid)}"
+                f"augment: unknown field(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
             )
         return replace(default, **option)
     if not callable(option):
