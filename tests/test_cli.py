@@ -228,12 +228,33 @@ def test_gray_backbone_embeds_rgb_folder(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     out = tmp_path / "features.npy"
-    code, _, err = run_cli(
+    code, printed, err = run_cli(
         capsys, "embed", str(run), "--data", f"folder:{tmp_path / 'images'}", "--out", str(out)
     )
     assert code == 0, err
-    # 2 classes x 3 images, one per class held out as the test split; width 8: 64-d features
-    assert np.load(out).shape == (4, 64)
+    # Every image: 2 classes x 3, one per class held out as the test split, which comes last;
+    # width 8: 64-d features. The rows file names each row's split, class and file.
+    assert np.load(out).shape == (6, 64) and "(4 train, 2 test rows)" in printed
+    rows = [line.split("\t") for line in (tmp_path / "features.rows.tsv").read_text().splitlines()]
+    assert rows[0] == ["split", "index", "label", "file"] and len(rows) == 7
+    assert [r[0] for r in rows[1:]] == ["train"] * 4 + ["test"] * 2
+    assert {r[2] for r in rows[1:]} == {"cats", "dogs"}
+    assert all(Path(r[3]).parent.name == r[2] for r in rows[1:])  # the file is in its class
+
+    # A flat folder is all train: --split all gives every image, --split test says why not.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for image in (tmp_path / "images" / "cats").iterdir():
+        (flat / image.name).write_bytes(image.read_bytes())
+    code, printed, err = run_cli(
+        capsys, "embed", str(run), "--data", f"folder:{flat}", "--out", str(tmp_path / "flat.npy")
+    )
+    assert code == 0 and "(3 train rows)" in printed, err
+    code, _, err = run_cli(
+        capsys, "embed", str(run), "--data", f"folder:{flat}", "--split", "test",
+        "--out", str(tmp_path / "none.npy"),
+    )  # fmt: skip
+    assert code == 2 and "flat folder" in err and not (tmp_path / "none.npy").exists()
 
 
 def _truncated_gz(directory):

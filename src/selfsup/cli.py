@@ -219,8 +219,13 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("embed", help="write a run's features of a data set to .npy")
     m.add_argument("run")
     m.add_argument("--data", required=True)
-    m.add_argument("--split", default="train", choices=("train", "test"))
-    m.add_argument("--out", required=True, help="output .npy file")
+    m.add_argument(
+        "--split",
+        default="all",
+        choices=("train", "test", "all"),
+        help="all (default): the train split, then the test split where the data has one",
+    )
+    m.add_argument("--out", required=True, help="output .npy file (and OUT.rows.tsv beside it)")
     m.add_argument("--device", default="auto")
 
     sub.add_parser("tasks", help="list the pretext tasks")
@@ -356,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "embed":
             from selfsup.runs import embed_run
 
-            path = embed_run(args.run, args.data, args.out, split=args.split, device=args.device)
-            print(f"wrote {path}")
+            path, names, counts = embed_run(
+                args.run, args.data, args.out, split=args.split, device=args.device
+            )
+            parts = ", ".join(f"{n} {part}" for part, n in counts.items())
+            print(f"wrote {path} ({parts} rows) and {names} (which row is which)")
         elif args.command == "generate":
             from selfsup.text.generate import generate_text
 

@@ -7,3 +7,7 @@ class SelfSupError(Exception):
 
 class DataError(SelfSupError, ValueError):
     """A data source could not be read: missing, corrupt, empty or inconsistent."""
+
+
+class NoTestSplit(DataError):
+    """The source is all training data (a flat folder, unlabelled clips): it has no test split."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
-from selfsup.errors import SelfSupError
+from selfsup.errors import NoTestSplit, SelfSupError
 from selfsup.recipe import Recipe, build_data, build_task, load_run, match_channels, save_recipe
 from selfsup.text.corpus import is_text_spec
 
@@ -388,26 +388,66 @@ def _task_pictures(run_dir: Path, dataset) -> dict[str, torch.Tensor]:
 
 
 def embed_run(
-    run_dir: str | Path, data: str, out: str | Path, *, split: str = "train", device: str = "auto"
-) -> Path:
-    """Features of every image (or text) of `data` as a float32 .npy array (N, feature_dim)."""
+    run_dir: str | Path, data: str, out: str | Path, *, split: str = "all", device: str = "auto"
+) -> tuple[Path, Path, dict[str, int]]:
+    """Features of every image (or text) of `data` as a float32 .npy array (N, feature_dim),
+    and beside it a TSV naming each row (split, index in it, label, file where there is one).
+
+    `split="all"` is the train split, then the test split where the data has one (a flat
+    folder, `video:DIR` or a tsv without a held-out file is all train).
+    Returns the two paths and the number of rows of each split.
+    """
     import numpy as np
+    import torch
 
     from selfsup.evaluate import extract_features
+    from selfsup.evaluate.report import atomic_write
 
+    if split not in ("train", "test", "all"):
+        raise SelfSupError(f"embed: split must be train, test or all, got {split!r}")
     recipe = load_run(run_dir)
     device = resolve_device(device)
-    if is_text_spec(recipe.data):
-        from selfsup.text.evaluate import embed_texts
+    text = is_text_spec(recipe.data)
+    backbone = None if text else run_backbone(run_dir).to(device)
+    features, rows, counts = [], [], {}
+    for part in ("train", "test") if split == "all" else (split,):
+        try:
+            if text:
+                from selfsup.text.evaluate import embed_texts
 
-        features = embed_texts(run_dir, data, split, device)
-    else:
-        backbone = run_backbone(run_dir).to(device)
-        dataset = _backbone_data(recipe, split, data, backbone)
-        features = extract_features(backbone, dataset, device=device)
+                part_features = embed_texts(run_dir, data, part, device)
+                part_rows = [(part, i, "", "") for i in range(len(part_features))]
+            else:
+                dataset = _backbone_data(recipe, part, data, backbone)
+                part_features = extract_features(backbone, dataset, device=device)
+                part_rows = _row_names(dataset, part)
+        except NoTestSplit:
+            if split == "all":
+                break  # all of this data is its train split
+            raise
+        features.append(part_features.cpu())
+        rows += part_rows
+        counts[part] = len(part_features)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, features.cpu().numpy().astype(np.float32))
+    np.save(tmp, torch.cat(features).numpy().astype(np.float32))
     tmp.replace(out)
-    return out
+    names = out.with_name(out.name.removesuffix(".npy") + ".rows.tsv")
+    lines = ["split\tindex\tlabel\tfile"] + ["\t".join(map(str, row)) for row in rows]
+    atomic_write(names, "\n".join(lines) + "\n")
+    return out, names, counts
+
+
+def _row_names(dataset, split: str) -> list[tuple[str, int, str, str]]:
+    """(split, index, label name or "", file or "") for every sample of an image dataset."""
+    from selfsup.data.base import UNLABELED
+
+    base = getattr(dataset, "base", dataset)  # a channel-converted view names its source's files
+    paths = getattr(base, "paths", None)
+    classes = getattr(dataset, "classes", None)
+    rows = []
+    for i, label in enumerate(dataset.labels.tolist()):
+        name = "" if label == UNLABELED else classes[label] if classes else str(label)
+        rows.append((split, i, name, paths[i] if paths is not None else ""))
+    return rows

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from selfsup.data.base import UNLABELED, ImageDataset
 from selfsup.data.split import stratified_split
-from selfsup.errors import DataError
+from selfsup.errors import DataError, NoTestSplit
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -164,7 +164,7 @@ def load_folder(directory: Path, split: str, image_size: int | None = None) -> F
     _require_images(paths, directory)
     if classes is None:
         if split == "test":
-            raise DataError(
+            raise NoTestSplit(
                 f"folder: {directory} is a flat folder without class sub-folders, so there are no "
                 "labels to evaluate on; put images in DIR/<class>/ folders or give DIR/train and "
                 "DIR/test"

@@ -20,7 +20,7 @@ import torch
 from selfsup.data.base import UNLABELED, ImageDataset
 from selfsup.data.folder import DEFAULT_IMAGE_SIZE, FolderImageDataset, _image_files, _visible
 from selfsup.data.split import stratified_split
-from selfsup.errors import DataError
+from selfsup.errors import DataError, NoTestSplit
 
 TEST_FRACTION = 0.2
 SEED = 0
@@ -211,7 +211,7 @@ def load_grouped(path: Path, split: str, image_size: int | None = None) -> Group
         chosen = test_groups if split == "test" else train_groups
         keep = np.flatnonzero(np.isin(groups, chosen))
     if split == "test" and (not (labels >= 0).all() or len(keep) == 0):
-        raise DataError(
+        raise NoTestSplit(
             f"grouped: {path} has no labelled test split; evaluation needs a 'label' for every "
             "image and at least two groups per class (or evaluate on another --data)"
         )

@@ -24,7 +24,7 @@ import torch
 
 from selfsup.data.base import TensorImageDataset
 from selfsup.data.grouped import GroupedImageDataset
-from selfsup.errors import DataError, SelfSupError
+from selfsup.errors import DataError, NoTestSplit, SelfSupError
 
 
 class VideoDataset(TensorImageDataset):
@@ -191,7 +191,7 @@ def load_video(text: str, split: str, image_size: int | None = None) -> VideoDat
     if not directory.is_dir():
         raise DataError(f"video: {directory} is not a directory of clip folders or .npy files")
     if split != "train":
-        raise DataError(
+        raise NoTestSplit(
             f"video: {directory} is unlabelled and has no test split; use it for pretraining"
         )
     size = image_size or 64

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from selfsup.errors import SelfSupError
+from selfsup.errors import NoTestSplit, SelfSupError
 from selfsup.text.corpus import (
     TextSpec,
     iter_table,
@@ -74,7 +74,7 @@ def _table_path(spec: TextSpec, split: str) -> Path:
     if split == "train":
         return spec.paths[0]
     if len(spec.paths) < 2:
-        raise SelfSupError(
+        raise NoTestSplit(
             f"{spec.kind}:{spec.paths[0]} has no held-out file; write {spec.kind}:TRAIN,TEST"
         )
     return spec.paths[1]
