@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -176,7 +177,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, mo
         return logs
 
     monkeypatch.setattr(Rotation, "training_step", nan_from_the_5th_step)
-    with pytest.raises(SelfSupError, match="NaN"):
+    with pytest.raises(SelfSupError, match=r"NaN.*last good weights \(step 3\)"):
         pretrain_run(tiny_recipe("rotation", steps=8), tmp_path / "run", progress=False)
     # The checkpoint of step 3 survives, with finite weights.
     state = load_checkpoint(tmp_path / "run" / CHECKPOINT)
@@ -186,6 +187,11 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, mo
 
 def test_bad_options_fail_before_anything_is_written(tmp_path):
     out = tmp_path / "run"
+    for task in ("simclr", "moco", "npid", "pirl", "colorization"):
+        with pytest.raises(SelfSupError, match=f"{task}: temperature must be a number > 0, got 0"):
+            zero = dataclasses.replace(tiny_recipe(task, steps=2), task_options={"temperature": 0})
+            pretrain_run(zero, out)
+        assert not out.exists()
     with pytest.raises(SelfSupError, match="unknown task 'nope'.*rotation"):
         pretrain_run(Recipe(task="nope"), out)
     with pytest.raises(SelfSupError, match="unknown optimizer"):

@@ -439,11 +439,7 @@ def pretrain(
             boundary = step % config.log_every == 0 or step == config.steps
             at_checkpoint = step % config.checkpoint_every == 0
             if (boundary or at_checkpoint) and bool(nonfinite):
-                raise SelfSupError(
-                    f"the loss became NaN or infinite before step {step}; lower --lr, use "
-                    f"--precision 32, or check the data. The last good checkpoint is "
-                    f"{out_dir / CHECKPOINT} (continue with --resume)"
-                )
+                raise SelfSupError(_nonfinite_message(step, out_dir / CHECKPOINT))
             if boundary:
                 elapsed = time.perf_counter() - window_start
                 last_logs = {k: float(v.detach()) for k, v in logs.items()}
@@ -493,6 +489,19 @@ def pretrain(
         "images_per_second": images_seen / max(seconds, 1e-9),
         "final_loss": last_logs.get("loss"),
     }
+
+
+def _nonfinite_message(step: int, checkpoint: Path) -> str:
+    # --resume would replay the same batches with the same settings (it refuses new ones),
+    # so the way on is a new run; the last good weights are still worth naming.
+    message = (
+        f"the loss became NaN or infinite before step {step}; lower --lr, use --precision 32 "
+        "or check the data, then start a new run"
+    )
+    if checkpoint.exists():
+        good = int(load_checkpoint(checkpoint)["step"])
+        return f"{message}. The last good weights (step {good}) are in {checkpoint}"
+    return f"{message} (no checkpoint was written before it)"
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

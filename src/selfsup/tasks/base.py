@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from selfsup.backbones import feature_map
+from selfsup.errors import SelfSupError
 
 Batch = dict[str, torch.Tensor]
 """A training batch on the task's device.
@@ -22,6 +23,14 @@ tasks must not use them), "indices" (int64 position of each sample in the datase
 Datasets add their own extras: grouped data "partners" and "groups"; video data also "clips"
 (float (B, T, C, H, W), the clip each frame comes from), see selfsup.data.video.
 """
+
+
+def require_positive(task: str, **values: float) -> None:
+    """Refuse options that must be > 0 (a softmax temperature) before any training: a 0 there
+    is a NaN loss at the first step."""
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise SelfSupError(f"{task}: {name} must be a number > 0, got {value!r}")
 
 
 class Task(nn.Module):

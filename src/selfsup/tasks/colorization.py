@@ -29,7 +29,7 @@ from selfsup.augment import light_augment
 from selfsup.backbones import feature_map
 from selfsup.color import gamut_ab_bins, lab_to_rgb, rgb_to_lab
 from selfsup.errors import SelfSupError
-from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.base import Batch, Task, require_positive
 
 LOSSES = ("classification", "regression")
 AB_SCALE = 100.0  # regression predicts ab / 100, values of order 1
@@ -112,6 +112,7 @@ class Colorization(Task):
         augment: bool = True,
     ) -> None:
         super().__init__(backbone)
+        require_positive(self.name, temperature=temperature)
         channels, height, width = image_shape
         if channels != 3:
             raise SelfSupError(

@@ -30,7 +30,7 @@ from torch import nn
 from selfsup.backbones.small_cnn import conv_bn_relu
 from selfsup.errors import SelfSupError
 from selfsup.losses import paired_info_nce
-from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.base import Batch, Task, require_positive
 from selfsup.tasks.clips import map_shape, outline, require_clips
 from selfsup.tasks.future_frame import split_past_future
 
@@ -58,8 +58,7 @@ class DensePredictiveCoding(Task):
         super().__init__(backbone)
         if past < 1 or future < 1:
             raise SelfSupError(f"dpc needs past >= 1 and future >= 1 frames, got {past}, {future}")
-        if temperature <= 0:
-            raise SelfSupError(f"dpc's temperature must be > 0, got {temperature}")
+        require_positive(self.name, temperature=temperature)
         self.past, self.future, self.stride, self.dim = past, future, stride, dim
         if negatives not in ("all", "same_cell"):
             raise SelfSupError(f"dpc's negatives must be 'all' or 'same_cell', got {negatives!r}")

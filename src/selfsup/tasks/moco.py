@@ -35,7 +35,7 @@ from torch import nn
 from selfsup.augment import simclr_augment, views_from
 from selfsup.errors import SelfSupError
 from selfsup.losses import gather_with_grad, queue_info_nce
-from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.base import Batch, Task, require_positive
 from selfsup.tasks.momentum import MomentumEncoder
 
 
@@ -125,6 +125,7 @@ class MoCo(Task):
         dataset_size: int | None = None,
     ) -> None:
         super().__init__(backbone)
+        require_positive(self.name, temperature=temperature)
         if queue_size < 1 or key_bn_splits < 1 or not 0.0 <= momentum <= 1.0:
             raise SelfSupError(
                 f"moco needs queue_size >= 1, key_bn_splits >= 1 and 0 <= momentum <= 1, got "

@@ -24,7 +24,7 @@ from torch import nn
 from selfsup.augment import ViewAugment, views_from
 from selfsup.errors import SelfSupError
 from selfsup.losses.memory_bank import OBJECTIVES, MemoryBank
-from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.base import Batch, Task, require_positive
 from selfsup.tasks.generative import picture_rows
 
 
@@ -68,6 +68,7 @@ class NPID(Task):
         augment: ViewAugment | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
+        require_positive(self.name, temperature=temperature)
         size = require_dataset_size(dataset_size, self.name)
         self.augment = views_from(augment, npid_augment())
         self.num_negatives = num_negatives

@@ -36,7 +36,7 @@ from selfsup.augment import (
 )
 from selfsup.errors import SelfSupError
 from selfsup.losses.memory_bank import MemoryBank
-from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.base import Batch, Task, require_positive
 from selfsup.tasks.generative import picture_rows
 from selfsup.tasks.jigsaw import TILES, shuffle_tiles
 from selfsup.tasks.npid import check_objective, npid_augment, require_dataset_size
@@ -71,6 +71,7 @@ class PIRL(Task):
         """Tile geometry follows the jigsaw task: cells a third of the image, tiles a quarter
         smaller than their cell (28 px -> 7 px tiles in 9 px cells; 32 px -> 8 in 10)."""
         super().__init__(backbone)
+        require_positive(self.name, temperature=temperature)
         size = require_dataset_size(dataset_size, self.name)
         _, height, width = image_shape
         if height != width:

@@ -16,7 +16,7 @@ from torch import nn
 
 from selfsup.augment import ViewAugment, simclr_augment, views_from
 from selfsup.losses import nt_xent
-from selfsup.tasks.base import Batch, Task
+from selfsup.tasks.base import Batch, Task, require_positive
 
 
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -49,6 +49,7 @@ class SimCLR(Task):
         augment: ViewAugment | Mapping | None = None,
     ) -> None:
         super().__init__(backbone)
+        require_positive(self.name, temperature=temperature)
         channels, height, _ = image_shape
         self.augment = views_from(augment, simclr_augment(height, channels))
         self.temperature = temperature
