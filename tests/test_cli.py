@@ -401,6 +401,12 @@ def test_recipe_file_with_overrides(tmp_path, capsys):
     saved = (run / "run.yaml").read_text()
     assert "steps: 2" in saved and "lr: 0.01" in saved and "task: rotation" in saved
 
+    code, _, err = run_cli(
+        capsys, "pretrain", "--task", "rotation", "--set", "backbone_options={width:8}",
+        "--out", str(tmp_path / "colon"),
+    )  # fmt: skip
+    assert code == 2 and "YAML needs a space after each colon" in err
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: rotation\nepochs: 3\n")
     code, _, err = run_cli(capsys, "pretrain", "--recipe", str(bad), "--out", str(tmp_path / "b"))

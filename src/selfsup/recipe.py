@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,12 @@ def set_option(recipe: Recipe, assignment: str) -> None:
     if not sep or not key:
         raise SelfSupError(f"--set expects key=value (e.g. train.lr=0.01), got {assignment!r}")
     value = yaml.safe_load(raw)
+    if isinstance(value, dict) and any(":" in str(k) and v is None for k, v in value.items()):
+        # YAML reads {size:tiny} as the key "size:tiny" with no value.
+        fixed = re.sub(r":(?=\S)", ": ", raw)
+        raise SelfSupError(
+            f"--set {assignment}: YAML needs a space after each colon: --set '{key}={fixed}'"
+        )
     head, _, rest = key.partition(".")
     if head not in recipe.to_dict():
         raise SelfSupError(
