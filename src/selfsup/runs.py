@@ -397,8 +397,9 @@ def embed_run(
     folder, `video:DIR` or a tsv without a held-out file is all train).
     Returns the two paths and the number of rows of each split.
     """
+    import io
+
     import numpy as np
-    import torch
 
     from selfsup.evaluate import extract_features
     from selfsup.evaluate.report import atomic_write
@@ -430,9 +431,9 @@ def embed_run(
         counts[part] = len(part_features)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, torch.cat(features).numpy().astype(np.float32))
-    tmp.replace(out)
+    array = io.BytesIO()
+    np.save(array, torch.cat(features).numpy().astype(np.float32))
+    atomic_write(out, array.getvalue())
     names = out.with_name(out.name.removesuffix(".npy") + ".rows.tsv")
     lines = ["split\tindex\tlabel\tfile"] + ["\t".join(map(str, row)) for row in rows]
     atomic_write(names, "\n".join(lines) + "\n")
@@ -443,8 +444,7 @@ def _row_names(dataset, split: str) -> list[tuple[str, int, str, str]]:
     """(split, index, label name or "", file or "") for every sample of an image dataset."""
     from selfsup.data.base import UNLABELED
 
-    base = getattr(dataset, "base", dataset)  # a channel-converted view names its source's files
-    paths = getattr(base, "paths", None)
+    paths = getattr(dataset, "paths", None)
     classes = getattr(dataset, "classes", None)
     rows = []
     for i, label in enumerate(dataset.labels.tolist()):

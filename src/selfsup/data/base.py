@@ -131,6 +131,11 @@ class ChannelConvertedDataset(ImageDataset):
         return self.base.labels
 
     @property
+    def paths(self) -> list[str] | None:
+        """The source's files, for sources read from files (None otherwise)."""
+        return getattr(self.base, "paths", None)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, *self.base.image_shape[1:])  # type: ignore[return-value]
 
