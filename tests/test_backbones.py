@@ -152,3 +152,34 @@ def test_load_errors(tmp_path: Path) -> None:
 
     with pytest.raises(SelfSupError, match="config"):
         save_backbone(torch.nn.Linear(2, 2), tmp_path / "b")
+
+
+def test_a_loaded_backbone_checks_its_input_and_prepare_images_makes_it(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from selfsup.backbones.export import prepare_images
+    from selfsup.data.folder import load_image
+
+    folder = save_backbone(build("small_cnn", 3, 16), tmp_path / "run" / "backbone")
+    backbone = load_backbone(folder)
+    assert backbone(torch.rand(2, 3, 16, 16)).shape == (2, backbone.feature_dim)
+    with pytest.raises(SelfSupError, match="divide 0-255 pixels by 255"):
+        backbone(torch.rand(2, 3, 16, 16) * 255)
+    with pytest.raises(SelfSupError, match="3-channel 16x16 images, got 3-channel 130x100"):
+        backbone(torch.rand(1, 3, 130, 100))
+    with pytest.raises(SelfSupError, match="float batch"):
+        backbone(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(SelfSupError, match=r"backbone is in .*run/backbone"):
+        load_backbone(tmp_path / "run")
+
+    pixels = np.random.default_rng(0).integers(0, 256, (100, 130, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    images = prepare_images([tmp_path / "photo.png"] * 2, backbone.config)
+    assert images.shape == (2, 3, 16, 16) and images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images[0], load_image(tmp_path / "photo.png", 16).float() / 255)
+    assert backbone(images).shape == (2, backbone.feature_dim)
+    from_tensor = prepare_images(torch.from_numpy(pixels).permute(2, 0, 1), backbone.config)
+    assert from_tensor.shape == (1, 3, 16, 16)
+    gray = prepare_images(torch.rand(4, 3, 20, 20), {"image_size": 8, "in_channels": 1})
+    assert gray.shape == (4, 1, 8, 8)

@@ -442,3 +442,116 @@ def test_every_listed_task_imports_and_is_a_task():
     for name in TASKS:
         cls = task_class(name)
         assert issubclass(cls, Task) and cls.name == name, name
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("train.steps=abc", "train.steps must be a whole number, got 'abc'"),
+        ("train.steps=2.5", "train.steps must be a whole number, got 2.5"),
+        ("train.batch_size=4.7", "train.batch_size must be a whole number, got 4.7"),
+        ("train.seed=abc", "train.seed must be a whole number, got 'abc'"),
+        ("train.seed=true", "train.seed must be a whole number, got True"),
+        ("train.lr=abc", "train.lr must be a number or null, got 'abc'"),
+        ("image_size=abc", "image_size must be a whole number or null, got 'abc'"),
+        ("train.num_workers=-1", "num_workers must be 0 (load in this process) or more, got -1"),
+        ("train.warmup_steps=5", "warmup_steps (5) is more than steps (2)"),
+        ("train=3", "train must be a mapping"),
+        (
+            "evaluate.protocl=knn",
+            "unknown evaluate option(s) protocl for an image run; valid: data",
+        ),
+        ("backbone=transformer", "backbone transformer is for the text tasks"),
+        ("backbone=word_vectors", "use one of small_cnn, resnet18, resnet50, vit_tiny"),
+    ],
+)
+def test_bad_recipe_values_are_one_line_errors_before_any_output(
+    tmp_path, capsys, setting, expected
+):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "pretrain", "--task", "simclr", "--data", "digits",
+                           "--set", "train.steps=2", "--set", setting,
+                           "--out", str(out))  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and err.startswith("selfsup: error:"), err
+    assert expected in err
+    assert not out.exists()
+
+
+def test_scientific_notation_in_set_trains(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "pretrain", "--task", "simclr", "--data", "digits", "--steps",
+                           "2", "--set", "train.lr=1e-3", "--set", "train.weight_decay=5e-4",
+                           "--set", "task_options.temperature=1e-1", *TINY,
+                           "--out", str(run))  # fmt: skip
+    assert code == 0, err
+    from selfsup.recipe import load_run
+
+    recipe = load_run(run)
+    assert recipe.train["lr"] == 0.001 and recipe.train["weight_decay"] == 0.0005
+    assert recipe.task_options["temperature"] == 0.1
+
+
+def test_accelerator_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "gpu"):
+        code, _, err = run_cli(capsys, "pretrain", "--task", "simclr", "--data", "digits",
+                               "--accelerator", name, "--out", str(tmp_path / "r"))  # fmt: skip
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"accelerator {name}, but no CUDA GPU is visible; drop" in err
+        assert not (tmp_path / "r").exists()
+
+
+def test_flag_and_set_of_the_same_key_conflict(tmp_path, capsys):
+    for args in (["--steps", "2", "--set", "train.steps=3"], ["--steps", "2", "--set", "train={}"],
+                 ["--task", "rotation", "--set", "task=simclr"]):  # fmt: skip
+        code, _, err = run_cli(capsys, "pretrain", "--data", "digits", *args,
+                               "--out", str(tmp_path / "r"))  # fmt: skip
+        assert code == 2 and "give it once" in err and args[0] in err, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_chosen_image_backbone_for_a_text_task_is_refused(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a few words of text\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"task: mlm\ndata: text:{corpus}\nbackbone: small_cnn\n")
+    for args in (["--task", "mlm", "--data", f"text:{corpus}", "--backbone", "small_cnn"],
+                 ["--recipe", str(recipe)]):  # fmt: skip
+        code, _, err = run_cli(capsys, "pretrain", *args, "--out", str(tmp_path / "r"))
+        assert code == 2 and "task mlm needs a text backbone" in err, err
+        assert "got small_cnn" in err and not (tmp_path / "r").exists()
+    code, _, err = run_cli(capsys, "pretrain", "--task", "clm", "--data", f"text:{corpus}",
+                           "--backbone", "vit_tiny", "--out", str(tmp_path / "r"))  # fmt: skip
+    assert code == 2 and "text tasks need a text backbone" in err, err
+
+
+def test_out_paths_of_the_wrong_kind_are_one_line_errors(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    code, _, err = run_cli(capsys, "pretrain", "--task", "simclr", "--data", "digits",
+                           "--out", str(a_file))  # fmt: skip
+    assert code == 2 and "is a file; give a directory" in err, err
+
+    from selfsup.recipe import Recipe, save_recipe
+
+    run = tmp_path / "run"
+    save_recipe(Recipe(task="rotation"), run)  # enough of a run for the checks before the work
+    code, _, err = run_cli(capsys, "embed", str(run), "--data", "digits", "--out", str(tmp_path))
+    assert code == 2 and "is a directory; give the .npy file" in err, err
+    code, _, err = run_cli(capsys, "generate", str(run))
+    assert code == 2 and "is a rotation run, not a clm run" in err, err
+
+
+def test_resume_names_run_yaml_and_takes_workers_and_accelerator(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "pretrain", "--task", "rotation", "--data", "digits",
+                           "--steps", "2", "--out", str(run), *TINY)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "pretrain", "--resume", str(run), "--steps", "3")
+    assert code == 2 and "exactly as its run.yaml records it; drop --steps" in err, err
+    code, _, err = run_cli(capsys, "pretrain", "--resume", str(run), "--precision", "bf16-mixed")
+    assert code == 2 and "drop --precision" in err, err  # precision changes the numbers
+    code, out, err = run_cli(capsys, "pretrain", "--resume", str(run), "--num-workers", "1",
+                             "--accelerator", "cpu", "--no-progress")  # fmt: skip
+    assert code == 0 and "already complete (2 steps)" in out, err
+    assert "not bit-identical" in err  # recorded auto, now cpu

@@ -15,6 +15,7 @@ from PIL import Image
 from selfsup.data import DATA_SPECS, load_images
 from selfsup.data.base import ChannelConvertedDataset, TensorImageDataset, convert_channels
 from selfsup.data.cifar import safe_unpickle
+from selfsup.data.folder import load_image
 from selfsup.errors import DataError, SelfSupError
 
 
@@ -310,6 +311,108 @@ def test_folder_errors(tmp_path: Path) -> None:
     assert dataset.paths[0].endswith("broken.png")  # listed up front, decoded on access
     with pytest.raises(DataError, match=r"broken\.png could not be decoded"):
         dataset[0]
+
+
+def test_folder_train_and_val_are_splits_not_classes(tmp_path: Path, capsys) -> None:
+    make_labelled(tmp_path / "d" / "train", per_class=2)
+    save_image(tmp_path / "d" / "val" / "dog" / "a.png", (32, 32), (1, 2, 3))
+    train = load_images(f"folder:{tmp_path / 'd'}", "train")
+    test = load_images(f"folder:{tmp_path / 'd'}", "test")
+    assert train.classes == test.classes == ["cat", "dog", "emu"] and len(train) == 6
+    assert test.labels.tolist() == [1]
+    assert "testing on val/" in capsys.readouterr().err
+    # test/ wins over val/, and the note says val/ is not read.
+    save_image(tmp_path / "d" / "test" / "emu" / "b.png", (32, 32), (1, 2, 3))
+    assert load_images(f"folder:{tmp_path / 'd'}", "test").labels.tolist() == [2]
+    assert "val/ not read" in capsys.readouterr().err
+
+
+def test_folder_with_only_train_is_read_as_labelled_data(tmp_path: Path, capsys) -> None:
+    make_labelled(tmp_path / "d" / "train")
+    train = load_images(f"folder:{tmp_path / 'd'}", "train")
+    test = load_images(f"folder:{tmp_path / 'd'}", "test")
+    assert train.classes == ["cat", "dog", "emu"] and len(train) + len(test) == 15
+    assert "holds only train/" in capsys.readouterr().err
+    # A class named "train" among others stays a class (CIFAR-100 has one).
+    save_image(tmp_path / "v" / "train" / "a.png", (8, 8), (1, 2, 3))
+    save_image(tmp_path / "v" / "bus" / "a.png", (8, 8), (1, 2, 3))
+    assert load_images(f"folder:{tmp_path / 'v'}").classes == ["bus", "train"]
+
+
+def test_folder_class_folders_of_sub_folders_are_named(tmp_path: Path, capsys) -> None:
+    make_labelled(tmp_path / "one" / "images")
+    with pytest.raises(DataError, match=r"only folder in .*images/.*\(cat, dog, emu\)"):
+        load_images(f"folder:{tmp_path / 'one'}")
+    save_image(tmp_path / "two" / "cat" / "2019" / "a.png", (8, 8), (1, 2, 3))
+    save_image(tmp_path / "two" / "dog" / "b.png", (8, 8), (1, 2, 3))
+    assert load_images(f"folder:{tmp_path / 'two'}").classes == ["cat", "dog"]
+    assert "sub-folders (2019) all get the label 'cat'" in capsys.readouterr().err
+
+
+def test_folder_empty_class_folders_are_left_out(tmp_path: Path, capsys) -> None:
+    root = make_labelled(tmp_path / "imgs")
+    (root / "bee").mkdir()
+    train = load_images(f"folder:{root}", "train")
+    assert train.classes == ["cat", "dog", "emu"] and set(train.labels.tolist()) == {0, 1, 2}
+    assert "without images left out: bee" in capsys.readouterr().err
+
+
+def test_folder_holdout_names_classes_too_small_for_it(tmp_path: Path, capsys) -> None:
+    for name, count in (("big", 10), ("mid", 5), ("one", 1), ("two", 2)):
+        for i in range(count):
+            save_image(tmp_path / "d" / name / f"{i}.png", (8, 8), (i, 0, 0))
+    test = load_images(f"folder:{tmp_path / 'd'}", "test")
+    assert sorted(set(test.labels.tolist())) == [0, 1]
+    err = capsys.readouterr().err
+    assert "one (1 image), two (2 images)" in err and "no test images" in err
+    # With a single class left in the test part every method would score 1.0: refused.
+    for name in ("mid",):
+        for path in (tmp_path / "d" / name).iterdir():
+            path.unlink()
+    with pytest.raises(DataError, match=r"holds only class big.*one \(1 image\)") as error:
+        load_images(f"folder:{tmp_path / 'd'}", "test")
+    assert "\n" not in str(error.value)
+    load_images(f"folder:{tmp_path / 'd'}", "train")  # pretraining does not need the test part
+
+
+def test_folder_spec_naming_a_file_and_os_junk_files(tmp_path: Path) -> None:
+    save_image(tmp_path / "flat" / "a.png", (8, 8), (1, 2, 3))
+    with pytest.raises(DataError, match=r"a\.png is a file, not a directory"):
+        load_images(f"folder:{tmp_path / 'flat' / 'a.png'}")
+    for junk in ("Thumbs.db", "desktop.ini", "._a.png"):
+        (tmp_path / "flat" / junk).write_bytes(b"\0")
+    assert len(load_images(f"folder:{tmp_path / 'flat'}")) == 1
+
+
+def test_load_image_turns_exif_orientation_upright(tmp_path: Path) -> None:
+    stored = Image.new("RGB", (20, 10), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 10, 10))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: the left half on top
+    stored.save(tmp_path / "photo.png", exif=exif)
+    pixels = load_image(tmp_path / "photo.png", 8)
+    assert pixels[0, 0].min() > 240 and pixels[2, -1].min() > 240  # red top row, blue bottom
+    stored.save(tmp_path / "plain.png")
+    plain = load_image(tmp_path / "plain.png", 8)
+    assert plain[0, :, 0].min() > 240 and plain[2, :, -1].min() > 240  # red left, blue right
+
+
+def test_load_image_scales_16_bit_and_float_images(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "f.tif")
+    Image.fromarray((ramp * 65535).astype(np.int32)).save(tmp_path / "i32.tif")  # mode "I"
+    Image.fromarray((ramp * 255).round().astype(np.uint8)).save(tmp_path / "g8.png")
+    reference = load_image(tmp_path / "g8.png", 64).float()
+    for name in ("g16.png", "f.tif", "i32.tif"):
+        pixels = load_image(tmp_path / name, 64).float()
+        assert (pixels - reference).abs().max() <= 1, name
+    Image.fromarray((ramp * 1000).astype(np.float32), "F").save(tmp_path / "f1000.tif")
+    with pytest.raises(DataError, match=r"f1000\.tif holds float pixels from 0\.0 to 1000"):
+        load_image(tmp_path / "f1000.tif", 8)
+    Image.fromarray(np.full((8, 8), 70000, np.int32)).save(tmp_path / "big.tif")
+    with pytest.raises(DataError, match=r"big\.tif holds integer pixels from 70000 to 70000"):
+        load_image(tmp_path / "big.tif", 8)
 
 
 def test_channel_conversion_copies_gray_and_takes_luma_of_rgb():

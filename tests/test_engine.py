@@ -225,6 +225,45 @@ def test_train_config_rejects_unknown_keys_and_bad_values():
         TrainConfig(weight_decay=-0.1)
     with pytest.raises(SelfSupError, match="warmup_steps must be 0 or more"):
         TrainConfig(warmup_steps=-5)
+    with pytest.raises(SelfSupError, match=r"warmup_steps \(11\) is more than steps \(10\)"):
+        TrainConfig(steps=10, warmup_steps=11)
+    TrainConfig(steps=10, warmup_steps=10)
+    with pytest.raises(SelfSupError, match="num_workers must be 0"):
+        TrainConfig(num_workers=-1)
+    with pytest.raises(SelfSupError, match="unknown accelerator 'tpu2'"):
+        TrainConfig(accelerator="tpu2")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"steps": "abc"}, "train.steps must be a whole number, got 'abc'"),
+        ({"steps": 2.5}, "train.steps must be a whole number, got 2.5"),
+        ({"batch_size": 4.7}, "train.batch_size must be a whole number, got 4.7"),
+        ({"seed": True}, "train.seed must be a whole number, got True"),
+        ({"lr": "abc"}, "train.lr must be a number or null, got 'abc'"),
+        ({"weight_decay": False}, "train.weight_decay must be a number, got False"),
+        ({"optimizer": 3}, "train.optimizer must be a string, got 3"),
+        ({"channels_last": "yes please"}, "train.channels_last must be true or false or null"),
+    ],
+)
+def test_train_config_refuses_values_of_the_wrong_type(values, message):
+    with pytest.raises(SelfSupError) as error:
+        TrainConfig.from_dict(values)
+    assert str(error.value).startswith(message)
+
+
+def test_train_config_takes_ints_for_floats_and_yaml_precision():
+    config = TrainConfig(lr=1, weight_decay=0, momentum=0, precision=32)
+    assert config.lr == 1 and config.precision == "32"
+
+
+def test_accelerator_cuda_without_a_gpu_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "gpu"):
+        with pytest.raises(SelfSupError, match=f"accelerator {name}, but no CUDA GPU is visible"):
+            TrainConfig(accelerator=name)
+    TrainConfig(accelerator="auto")
 
 
 def test_keep_every_keeps_the_checkpoints_of_those_steps(tmp_path):

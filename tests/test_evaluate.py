@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -326,3 +327,146 @@ def test_evaluate_backbone_returns_every_row_for_every_fraction(digits, tiny_reg
     one_class = TensorImageDataset(train.images, torch.zeros(len(train), dtype=torch.int64))
     with pytest.raises(SelfSupError, match="single class"):  # every method would score 1.0
         evaluate_backbone(pretrained_like(), one_class, test, progress=False)
+
+
+# --- runs: evaluate / embed / resume from the command's point of view ------------------------
+
+
+def _image_folder(root, classes=("cats", "dogs"), per_class=10, flat=False):
+    """Tiny PNGs of two classes (DIR/<class>/*.png), or one flat folder of them."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        folder = root if flat else root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, (12, 10, 3), dtype=np.uint8) + 120 * c
+            Image.fromarray(pixels).save(folder / f"{name}_{i}.png")
+    return root
+
+
+def _tiny_run(out, data="digits", steps=3, **train):
+    from selfsup.recipe import Recipe
+    from selfsup.runs import pretrain_run
+
+    recipe = Recipe(
+        task="rotation",
+        backbone_options={"width": 8},
+        data=data,
+        image_size=None if data == "digits" else 8,
+        train={"steps": steps, "batch_size": 8, "checkpoint_every": 3, "log_every": 1,
+               "num_workers": 0, **train},
+    )  # fmt: skip
+    return pretrain_run(recipe, out, progress=False)
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    """Folder images read on the main process: fast, and the same result as with workers."""
+    from selfsup.evaluate import features
+
+    monkeypatch.setattr(features, "default_num_workers", lambda: 0)
+
+
+def test_a_run_finds_its_relative_data_from_another_directory(
+    tmp_path, monkeypatch, capsys, no_workers
+):
+    from selfsup.recipe import load_run
+    from selfsup.runs import ORIGIN, evaluate_run, pretrain_run
+
+    start = tmp_path / "start"
+    _image_folder(start / "imgs")
+    monkeypatch.chdir(start)
+    _tiny_run(start / "runs" / "a", data="folder:imgs")
+    assert load_run(start / "runs" / "a").data == "folder:imgs"  # kept as the user typed it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = tmp_path / "start" / "runs" / "a"
+    results = evaluate_run(run, protocols=("knn",), fractions=(1.0,), baselines=(),
+                           progress=False)  # fmt: skip
+    assert results["rows"] and str(start / "imgs") in capsys.readouterr().err
+    pretrain_run(load_run(run), run, resume=True, progress=False)  # already complete: no-op
+    assert load_run(run).data == "folder:imgs"  # resuming does not rewrite the spec
+    # A run written before origin.json still loads; its data is then looked for from here.
+    (run / ORIGIN).unlink()
+    with pytest.raises(SelfSupError, match="imgs"):
+        evaluate_run(run, protocols=("knn",), fractions=(1.0,), baselines=(), progress=False)
+
+
+def test_a_corrupt_image_in_evaluation_is_one_line(tmp_path, monkeypatch):
+    from selfsup.data.folder import load_folder
+    from selfsup.errors import DataError
+    from selfsup.evaluate import features
+
+    root = _image_folder(tmp_path / "imgs")
+    (root / "cats" / "cats_3.png").write_bytes(b"\x89PNG not really")
+    monkeypatch.setattr(features, "default_num_workers", lambda: 1)  # the error crosses a worker
+    dataset = load_folder(root, "train", 8)
+    with pytest.raises(DataError) as error:
+        extract_features(pretrained_like(), dataset)
+    message = str(error.value)
+    assert "cats_3.png" in message and "Traceback" not in message and "\n" not in message
+
+
+def test_evaluating_an_interrupted_run_says_which_step(tmp_path, capsys):
+    import yaml
+
+    from selfsup.runs import BACKBONE_DIR, evaluate_run
+
+    run = tmp_path / "run"
+    _tiny_run(run, steps=3)
+    # What Ctrl-C at step 3 of 6 leaves: the checkpoint, no exported backbone.
+    recipe = yaml.safe_load((run / "run.yaml").read_text())
+    recipe["train"]["steps"] = 6
+    (run / "run.yaml").write_text(yaml.safe_dump(recipe))
+    import shutil
+
+    shutil.rmtree(run / BACKBONE_DIR)
+    evaluate_run(run, protocols=("knn",), fractions=(1.0,), baselines=(), progress=False)
+    assert "pretraining stopped at step 3 of 6" in capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run"]["steps"] == 3 and metrics["run"]["planned_steps"] == 6
+    assert "stopped at step 3 of 6" in (run / "report.md").read_text()
+
+
+def test_fine_tuning_shows_its_steps_only_when_asked(digits, capsys):
+    train, test = digits
+    finetune(pretrained_like(), train, test, steps=10, batch_size=32, progress=None)
+    assert capsys.readouterr().err == ""
+    finetune(pretrained_like(), train, test, steps=10, batch_size=32, progress="ft 10%")
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: a line every 10%
+    assert lines[0] == "ft 10%: step 1/10" and lines[-1] == "ft 10%: step 10/10"
+
+
+def test_unlabelled_runs_and_runs_without_checkpoint_say_what_to_do(
+    tmp_path, monkeypatch, no_workers
+):
+    from selfsup.recipe import Recipe, save_recipe
+    from selfsup.runs import embed_run, evaluate_run
+
+    assert _tiny_run(tmp_path / "digits")["next"] == f"selfsup evaluate {tmp_path / 'digits'}"
+    flat = _image_folder(tmp_path / "flat", flat=True)
+    summary = _tiny_run(tmp_path / "f", data=f"folder:{flat}")
+    assert summary["next"].endswith("--data folder:LABELLED_DIR")
+    with pytest.raises(SelfSupError, match="has no test split.*--split train"):
+        embed_run(tmp_path / "f", f"folder:{flat}", tmp_path / "e.npy", split="test")
+    save_recipe(Recipe(), tmp_path / "empty")  # a run killed before its first checkpoint
+    with pytest.raises(SelfSupError, match="no checkpoint yet.*--recipe"):
+        evaluate_run(tmp_path / "empty", progress=False)
+
+
+def test_embed_rows_name_the_clip_of_each_video_frame(tmp_path):
+    from selfsup.data import load_images
+    from selfsup.recipe import match_channels
+    from selfsup.runs import _row_names
+
+    for name, frames in (("a", 3), ("b", 6)):
+        np.save(tmp_path / f"{name}.npy", np.zeros((frames, 8, 8), np.uint8))
+    clips = load_images(f"video:{tmp_path}?length=3&stride=1", "train")
+    # b.npy's 6 frames hold two clips of 3; the names survive conversion to RGB.
+    for data in (clips, match_channels(clips, 3)):
+        files = [row[3] for row in _row_names(data, "train")]
+        assert files == [str(tmp_path / "a.npy")] * 3 + [str(tmp_path / "b.npy")] * 6

@@ -86,6 +86,21 @@ def test_tables_pick_columns_and_name_missing_ones(shared_data, tmp_path):
         read_table(empty, "\t")
 
 
+def test_table_rows_with_extra_fields_name_the_line_and_the_cause(tmp_path):
+    path = tmp_path / "b4.tsv"
+    path.write_text("sentence\tlabel\ngood\t1\nok\t0\t\na film with\ttab inside\t1\n")
+    with pytest.raises(DataError, match=r"b4\.tsv line 4 has 3 fields but the header has 2; "
+                       r"probably a tab inside the text") as error:  # fmt: skip
+        read_table(path, "\t")
+    assert "\n" not in str(error.value)
+    path.write_text("sentence\tlabel\ngood\t1\nok\t0\t\n")  # a trailing tab adds no data
+    assert read_table(path, "\t") == (["good", "ok"], ["1", "0"])
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("text,label\nfine, really,1\n")
+    with pytest.raises(DataError, match="line 2 has 3 fields.*double quotes"):
+        read_table(csv_path, ",")
+
+
 def test_parallel_files_must_align(tmp_path, shared_data):
     en, de = tmp_path / "x.en.gz", tmp_path / "x.de.gz"
     with gzip.open(en, "wt") as f:

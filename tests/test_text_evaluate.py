@@ -139,7 +139,7 @@ def test_tlm_retrieval_and_cli(shared_data, tmp_path, capsys):
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("mlm ", "nsp ", "mlm+nsp", "clm ", "tlm ", "word2vec"))
     assert main(["generate", str(run)]) == 2  # a tlm run cannot generate: one-line error
-    assert "needs a clm run" in capsys.readouterr().err
+    assert "not a clm run" in capsys.readouterr().err
 
 
 def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2_slice, tmp_path):
@@ -241,3 +241,22 @@ def test_cross_validated_logistic_regressions_fit_the_labels():
         return LabeledText(raw=texts[rows], labels=labels[rows], texts=None, classes=["0", "1"])
 
     assert tfidf_accuracy(table(slice(0, 30)), table(slice(30, 40)), choose_c=True) == 1.0
+
+
+def test_unlabelled_text_run_says_the_table_needs_labels_and_embed_keeps_labels(
+    sst2_slice, tmp_path, capsys
+):
+    from selfsup.runs import embed_run
+
+    train_path, dev_path = sst2_slice.removeprefix("tsv:").split(",")
+    sentences = [line.split("\t")[0] for line in Path(train_path).read_text().splitlines()[1:]]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(sentences) + "\n")  # a document each
+    run = _run("mlm", f"text:{tmp_path / 'corpus.txt'}", tmp_path / "mlm")
+    results = evaluate_run(run, fractions=(0.1,), progress=False)
+    assert "perplexity" in results and not results.get("rows")
+    assert "--data tsv:TRAIN,TEST" in capsys.readouterr().err
+    assert "no few-label table" in (run / "report.md").read_text()
+    _, names, counts = embed_run(run, sst2_slice, tmp_path / "e.npy", split="test")
+    rows = [line.split("\t") for line in names.read_text().splitlines()[1:]]
+    labels = [line.split("\t")[1] for line in Path(dev_path).read_text().splitlines()[1:]]
+    assert counts == {"test": 200} and [row[2] for row in rows] == labels

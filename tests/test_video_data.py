@@ -126,7 +126,7 @@ def test_video_source_reads_npy_arrays_and_frame_folders(tmp_path):
     arrays.mkdir()
     np.save(arrays / "a.npy", np.random.default_rng(0).integers(0, 255, (10, 16, 16), np.uint8))
     np.save(arrays / "b.npy", np.random.default_rng(1).random((6, 16, 16, 3)) < 0.5)
-    with pytest.raises(DataError, match="mixes gray and colour"):
+    with pytest.raises(DataError, match=r"mixes gray and colour clips \(gray: a\.npy, colour: b"):
         load_images(f"video:{arrays}", "train")
     (arrays / "b.npy").unlink()
     data = load_images(f"video:{arrays}?length=4&stride=2", "train", image_size=8)
@@ -141,6 +141,27 @@ def test_video_source_reads_npy_arrays_and_frame_folders(tmp_path):
     data = load_images(f"video:{folders}?length=5", "train", image_size=16)
     assert data.clips.shape == (2, 5, 3, 16, 16)
     assert data.clips[0, :, 0, 0, 0].tolist() == [0, 40, 80, 120, 160]  # frames in name order
+
+
+def test_frames_and_clips_numbered_without_padding_keep_their_order(tmp_path):
+    for clip in (2, 10):
+        (tmp_path / f"clip_{clip}").mkdir()
+        for t in range(12):  # frame_10 would sort before frame_2 by plain name
+            value = (clip * 12 + t) % 256
+            Image.new("L", (8, 8), value).save(tmp_path / f"clip_{clip}" / f"frame_{t}.png")
+    data = load_images(f"video:{tmp_path}?length=12", "train", image_size=8)
+    assert data.clips[0, :, 0, 0, 0].tolist() == [24 + t for t in range(12)]
+    assert data.clips[1, :, 0, 0, 0].tolist() == [120 + t for t in range(12)]
+
+
+def test_video_names_short_clips_left_out_and_refuses_a_file(tmp_path, capsys):
+    for name, frames in (("long", 8), ("short", 3), ("tiny", 2)):
+        np.save(tmp_path / f"{name}.npy", np.zeros((frames, 8, 8), np.uint8))
+    data = load_images(f"video:{tmp_path}?length=4", "train")
+    assert data.num_clips == 2  # two clips of 4 out of the 8 frames of long.npy
+    assert "2 of 3 clips" in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"long\.npy is a file"):
+        load_images(f"video:{tmp_path / 'long.npy'}", "train")
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from selfsup.backbones import load_backbone, save_backbone
+    from selfsup.backbones.export import prepare_images
 
-__all__ = ["__version__", "load_backbone", "save_backbone"]
+__all__ = ["__version__", "load_backbone", "prepare_images", "save_backbone"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from selfsup import backbones
 
         return getattr(backbones, name)
+    if name == "prepare_images":
+        from selfsup.backbones.export import prepare_images
+
+        return prepare_images
     raise AttributeError(f"module 'selfsup' has no attribute {name!r}")

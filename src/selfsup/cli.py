@@ -34,6 +34,10 @@ TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "num_workers": (int, "DataLoader workers for image folders (default 2)"),
 }
 
+# Flags --resume accepts: they change where and how fast the run trains, not its batches, its
+# augmentations or its schedule. (A change of accelerator can still change float rounding.)
+RESUME_FLAGS = ("num_workers", "accelerator")
+
 DEMO_RECIPE = {
     "task": "simclr",
     "backbone": "small_cnn",
@@ -238,41 +242,89 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _recipe_from_args(args: argparse.Namespace):
-    from selfsup.recipe import Recipe, load_recipe, set_option
+    from selfsup.backbones import TEXT_BACKBONES
+    from selfsup.recipe import Recipe, read_recipe, set_option
+    from selfsup.tasks import TEXT_TASKS
 
-    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
+    values = read_recipe(args.recipe) if args.recipe else {}
+    recipe = Recipe.from_dict(values, source=args.recipe or "recipe")
+    flags = {}  # recipe key -> the flag that set it
     for name in ("task", "data", "backbone", "image_size"):
         value = getattr(args, name)
         if value is not None:
             setattr(recipe, name, value)
+            flags[name] = "--" + name.replace("_", "-")
     for name in TRAIN_FLAGS:
         value = getattr(args, name)
         if value is not None:
             recipe.train[name] = value
+            flags[f"train.{name}"] = "--" + name.replace("_", "-")
     for assignment in args.set:
+        key = assignment.partition("=")[0].strip()
+        for flagged, flag in flags.items():
+            # --set train={...} replaces every train flag; --set train.steps=3 meets --steps.
+            if flagged == key or flagged.startswith(key + ".") or key.startswith(flagged + "."):
+                raise SelfSupError(
+                    f"{flag} {getattr(args, flagged.rpartition('.')[2])} and --set {assignment} "
+                    f"both set {flagged}; give it once"
+                )
         set_option(recipe, assignment)
+    recipe.check()
+    explicit = (
+        args.backbone is not None
+        or "backbone" in values
+        or any(a.partition("=")[0].strip() == "backbone" for a in args.set)
+    )
+    if explicit and recipe.task in TEXT_TASKS and recipe.backbone not in TEXT_BACKBONES:
+        # Only the default small_cnn is swapped for the text backbone; a chosen one is a mistake.
+        raise SelfSupError(
+            f"task {recipe.task} needs a text backbone ({', '.join(TEXT_BACKBONES)}), got "
+            f"{recipe.backbone}; drop --backbone to get the task's default"
+        )
     return recipe
 
 
+def _resume_settings(args: argparse.Namespace, recipe) -> None:
+    """Apply the RESUME_FLAGS given with --resume to the recorded recipe."""
+    for name in RESUME_FLAGS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        before = recipe.train.get(name)
+        recipe.train[name] = value
+        if name == "accelerator" and value != (before or "auto"):
+            print(
+                f"note: the run was started with accelerator {before or 'auto'}; on another kind "
+                "of device its remaining steps are not bit-identical to an uninterrupted run's",
+                file=sys.stderr,
+            )
+    recipe.check()
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from selfsup.recipe import load_run
+    from selfsup.recipe import RUN_FILE, load_run
     from selfsup.runs import pretrain_run
 
     if args.resume:
+        changes = ("recipe", "task", "data", "backbone", "image_size", "out", *TRAIN_FLAGS)
         given = [
             "--" + name.replace("_", "-")
-            for name in ("recipe", "task", "data", "backbone", "image_size", "out", *TRAIN_FLAGS)
-            if getattr(args, name) is not None
+            for name in changes
+            if name not in RESUME_FLAGS and getattr(args, name) is not None
         ] + ["--set"] * bool(args.set)
         if given:
             raise SelfSupError(
-                f"--resume continues {args.resume} exactly as its recipe.yaml records it; "
+                f"--resume continues {args.resume} exactly as its {RUN_FILE} records it; "
                 f"drop {', '.join(given)} (to train longer or differently, start a new run "
                 "with --out)"
             )
         out, recipe = Path(args.resume), load_run(args.resume)
+        _resume_settings(args, recipe)
     elif args.out:
-        out, recipe = Path(args.out), _recipe_from_args(args)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise SelfSupError(f"--out {out} is a file; give a directory for the new run")
+        recipe = _recipe_from_args(args)
     else:
         raise SelfSupError("pretrain needs --out RUN_DIR (or --resume RUN_DIR)")
     summary = pretrain_run(
@@ -283,14 +335,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     if summary["start_step"] == summary["steps"]:
-        print(f"{out} is already complete ({summary['steps']} steps)\nnext: selfsup evaluate {out}")
+        print(f"{out} is already complete ({summary['steps']} steps)\nnext: {summary['next']}")
         return
     rate = f"{summary['images_per_second']:.0f} {summary['unit']}/s"
     if summary["start_step"]:
         print(f"resumed at step {summary['start_step']}")
     print(
         f"pretrained {recipe.task} for {summary['steps']} steps in {summary['seconds']:.0f} s "
-        f"({rate}); backbone in {out / 'backbone'}\nnext: selfsup evaluate {out}"
+        f"({rate}); backbone in {out / 'backbone'}\nnext: {summary['next']}"
     )
 
 
@@ -361,13 +413,27 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "embed":
             from selfsup.runs import embed_run
 
+            if Path(args.out).is_dir():
+                raise SelfSupError(
+                    f"--out {args.out} is a directory; give the .npy file to write "
+                    f"(e.g. {Path(args.out) / 'features.npy'})"
+                )
+
             path, names, counts = embed_run(
                 args.run, args.data, args.out, split=args.split, device=args.device
             )
             parts = ", ".join(f"{n} {part}" for part, n in counts.items())
             print(f"wrote {path} ({parts} rows) and {names} (which row is which)")
         elif args.command == "generate":
+            from selfsup.recipe import load_run
             from selfsup.text.generate import generate_text
+
+            task = load_run(args.run).task
+            if task != "clm":
+                raise SelfSupError(
+                    f"{args.run} is a {task} run, not a clm run; generate samples from a causal "
+                    "LM: selfsup pretrain --task clm --data text:PATH --out RUN"
+                )
 
             for text in generate_text(
                 args.run, args.prompt, tokens=args.tokens, samples=args.samples,

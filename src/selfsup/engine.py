@@ -29,6 +29,7 @@ from selfsup.optim import OPTIMIZERS, make_optimizer, warmup_cosine
 from selfsup.tasks.base import Task
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 CHECKPOINT = "checkpoints/last.pt"
 
 
@@ -60,6 +61,11 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
 
     def __post_init__(self) -> None:
+        from selfsup.recipe import check_value
+
+        for f in fields(self):
+            if f.name != "precision":  # YAML reads `precision: 32` as a number
+                check_value(f"train.{f.name}", getattr(self, f.name), f.type)
         if self.optimizer not in OPTIMIZERS:
             raise SelfSupError(
                 f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
@@ -97,6 +103,27 @@ class TrainConfig:
             raise SelfSupError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         if self.warmup_steps is not None and int(self.warmup_steps) < 0:
             raise SelfSupError(f"warmup_steps must be 0 or more, got {self.warmup_steps}")
+        if self.warmup_steps is not None and self.warmup_steps > self.steps:
+            raise SelfSupError(
+                f"warmup_steps ({self.warmup_steps}) is more than steps ({self.steps}): the "
+                "learning rate would never reach its peak; lower warmup_steps"
+            )
+        if self.num_workers < 0:
+            raise SelfSupError(
+                f"num_workers must be 0 (load in this process) or more, got {self.num_workers}"
+            )
+        if self.accelerator not in ACCELERATORS:
+            raise SelfSupError(
+                f"unknown accelerator {self.accelerator!r}; choose one of: "
+                f"{', '.join(ACCELERATORS)}"
+            )
+        # Lightning's "gpu" is also Apple's MPS; "cuda" is CUDA only.
+        mps = self.accelerator == "gpu" and torch.backends.mps.is_available()
+        if self.accelerator in ("cuda", "gpu") and not torch.cuda.is_available() and not mps:
+            raise SelfSupError(
+                f"accelerator {self.accelerator}, but no CUDA GPU is visible; drop the "
+                "accelerator setting (auto trains on the CPU here) or use --accelerator cpu"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -16,6 +16,28 @@ from typing import Any
 from selfsup.errors import SelfSupError
 
 RUN_FILE = "run.yaml"
+# The keys of a recipe's `evaluate:` mapping. Image runs read only `data`; the rest are the
+# text fine-tuning budget (selfsup.text.evaluate.FINETUNE) and the retrieval files.
+EVALUATE_KEYS: dict[str, str] = {
+    "data": "str",
+    "retrieval": "str",
+    "batch_size": "int",
+    "lr": "float",
+    "scratch_lr": "float",
+    "epochs": "int",
+    "max_steps": "int",
+}
+IMAGE_EVALUATE_KEYS = ("data",)
+# YAML 1.1 (PyYAML) reads 1e-3 and 1.0e3 as strings: it wants a dot and a signed exponent.
+# Recipes and --set read them as numbers, as YAML 1.2 and Python do.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_KINDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "None": "null",
+}
 
 
 @dataclass
@@ -45,23 +67,129 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self) -> None:
+        """Refuse a value of the wrong type or range, one line naming the key, before any data
+        is read or output written. Task and backbone options are checked as they are built."""
+        from selfsup.engine import TrainConfig
+        from selfsup.tasks import TEXT_TASKS
+
+        for name in ("task", "backbone", "data"):
+            check_value(name, getattr(self, name), "str")
+        check_value("image_size", self.image_size, "int | None")
+        if self.image_size is not None and self.image_size < 1:
+            raise SelfSupError(f"image_size must be at least 1, got {self.image_size}")
+        for name in ("task_options", "backbone_options", "train", "evaluate", "text"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise SelfSupError(
+                    f"{name} must be a mapping (e.g. {name}: {{key: value}}), got {value!r}"
+                )
+        TrainConfig.from_dict(self.train)
+        text = self.task in TEXT_TASKS
+        valid = tuple(EVALUATE_KEYS) if text else IMAGE_EVALUATE_KEYS
+        unknown = sorted(set(self.evaluate) - set(valid))
+        if unknown:
+            kind = "a text" if text else "an image"
+            raise SelfSupError(
+                f"unknown evaluate option(s) {', '.join(unknown)} for {kind} run; "
+                f"valid: {', '.join(valid)}"
+            )
+        for key, value in self.evaluate.items():
+            check_value(f"evaluate.{key}", value, EVALUATE_KEYS[key])
+        check_backbone_fits_task(self.task, self.backbone)
+
+
+def check_value(key: str, value: Any, annotation: str) -> None:
+    """Refuse `value` unless it fits `annotation` ("int", "float | None", ...): an int must be
+    an int (2.5 is not a step count), an int is fine where a float is wanted, and true/false
+    are not numbers."""
+    allowed = [part.strip() for part in annotation.split("|")]
+    for kind in allowed:
+        if kind == "None" and value is None:
+            return
+        if kind == "bool" and isinstance(value, bool):
+            return
+        if kind == "str" and isinstance(value, str):
+            return
+        if isinstance(value, bool):
+            continue
+        if kind == "int" and isinstance(value, int):
+            return
+        if kind == "float" and isinstance(value, (int, float)):
+            return
+    expected = " or ".join(_KINDS[kind] for kind in allowed)
+    raise SelfSupError(f"{key} must be {expected}, got {value!r}")
+
+
+def check_backbone_fits_task(task: str, backbone: str) -> None:
+    """Text tasks take text backbones, image and video tasks image ones. small_cnn with a text
+    task passes: it is the default, which the text tasks replace with their own backbone."""
+    from selfsup.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
+    from selfsup.tasks import TASKS, TEXT_TASKS
+
+    if task not in TASKS or backbone not in (*IMAGE_BACKBONES, *TEXT_BACKBONES):
+        return  # unknown names get their own message, with the choices, where they are used
+    if task in TEXT_TASKS and backbone not in TEXT_BACKBONES and backbone != "small_cnn":
+        raise SelfSupError(
+            f"text tasks need a text backbone ({', '.join(TEXT_BACKBONES)}), got {backbone}"
+        )
+    if task not in TEXT_TASKS and backbone in TEXT_BACKBONES:
+        raise SelfSupError(
+            f"task {task} learns from images; backbone {backbone} is for the text tasks "
+            f"({', '.join(TEXT_TASKS)}): use one of {', '.join(IMAGE_BACKBONES)}"
+        )
+
+
+def yaml_load(text: str) -> Any:
+    """YAML as recipes and --set read it: PyYAML's safe loader, plus 1e-3 as a number."""
+    import yaml
+
+    return yaml.load(text, Loader=_loader())
+
+
+def _loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+    return Loader
+
+
+def _dumper() -> type:
+    import yaml
+
+    # The same resolver makes the dumper quote a string such as "1e-3", which would otherwise
+    # come back from run.yaml as a number.
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+    return Dumper
+
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read a YAML recipe, with errors that name the file."""
+    return Recipe.from_dict(read_recipe(path), source=str(path))
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML recipe file holds (the keys it sets, before any defaults)."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise SelfSupError(f"recipe {path} not found; see the recipes/ folder for examples")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise SelfSupError(
             f"recipe {path} is not valid YAML: {error}".replace("\n", " ")
         ) from error
     if not isinstance(values, dict):
         raise SelfSupError(f"recipe {path} must be a YAML mapping (key: value lines)")
-    return Recipe.from_dict(values, source=str(path))
+    return values
 
 
 def save_recipe(recipe: Recipe, run_dir: Path) -> None:
@@ -69,7 +197,7 @@ def save_recipe(recipe: Recipe, run_dir: Path) -> None:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (RUN_FILE + ".tmp")
-    tmp.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    tmp.write_text(yaml.dump(recipe.to_dict(), Dumper=_dumper(), sort_keys=False))
     os.replace(tmp, run_dir / RUN_FILE)
 
 
@@ -91,7 +219,13 @@ def set_option(recipe: Recipe, assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise SelfSupError(f"--set expects key=value (e.g. train.lr=0.01), got {assignment!r}")
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml_load(raw)
+    except yaml.YAMLError as error:
+        raise SelfSupError(
+            f"--set {assignment}: not valid YAML ({error.__class__.__name__}); quote text "
+            "values, e.g. --set 'key=\"a: b\"'"
+        ) from error
     if isinstance(value, dict) and any(":" in str(k) and v is None for k, v in value.items()):
         # YAML reads {size:tiny} as the key "size:tiny" with no value.
         fixed = re.sub(r":(?=\S)", ": ", raw)
@@ -123,6 +257,17 @@ def build_data(
 ):
     """The dataset of a recipe (or of `spec`), resized to the recipe's image size if it has one."""
     from selfsup.data import load_images
+    from selfsup.tasks import TEXT_TASKS
+    from selfsup.text.corpus import is_text_spec
+
+    if is_text_spec(spec or recipe.data):
+        # Else the image loader's "unknown data spec" would list tsv: among the valid kinds.
+        kind = (spec or recipe.data).partition(":")[0]
+        raise SelfSupError(
+            f"{spec or recipe.data}: {kind} is text data, for the text tasks "
+            f"({', '.join(TEXT_TASKS)}); this {recipe.task} run is on images: give image "
+            "data (folder:DIR, cifar10:DIR, ...)"
+        )
 
     dataset = load_images(
         spec or recipe.data, split, image_size=recipe.image_size, download=download
@@ -169,7 +314,9 @@ def match_channels(dataset, channels: int):
         )
     if isinstance(dataset, VideoDataset):
         clips = convert_channels(dataset.clips, channels)
-        return VideoDataset(clips, dataset.clip_labels, dataset.classes, dataset.name)
+        return VideoDataset(
+            clips, dataset.clip_labels, dataset.classes, dataset.name, dataset.clip_files
+        )
     if type(dataset) is TensorImageDataset:
         images = convert_channels(dataset.images, channels)
         return TensorImageDataset(images, dataset.labels, dataset.classes, dataset.name)
@@ -184,6 +331,7 @@ def build_task(recipe: Recipe, image_shape: tuple[int, int, int], dataset_size: 
     from selfsup.backbones import build_backbone
     from selfsup.tasks import task_class
 
+    check_backbone_fits_task(recipe.task, recipe.backbone)
     channels, height, _ = image_shape
     backbone = build_backbone(
         recipe.backbone, in_channels=channels, image_size=height, **recipe.backbone_options

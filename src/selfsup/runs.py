@@ -6,6 +6,8 @@ A run directory holds:
   checkpoints/last.pt      the full training state (atomic; `--resume` reads it)
   backbone/                the trained backbone alone (safetensors + JSON), see load_backbone
   tokenizer.json           text runs only: the tokenizer trained on the run's corpus
+  origin.json              the directory pretraining was started in: relative data paths in
+                           run.yaml are relative to it (runs without it predate the file)
   metrics.json, report.md, *.png   written by evaluate
   evaluation_rows.jsonl    while `selfsup evaluate` runs: each row as soon as it is measured
                            (kept if it is interrupted or fails; removed once it completes)
@@ -13,7 +15,9 @@ A run directory holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -30,6 +34,94 @@ from selfsup.text.corpus import is_text_spec
 
 BACKBONE_DIR = "backbone"
 EVALUATION_ROWS = "evaluation_rows.jsonl"  # rows measured so far, while an evaluation runs
+ORIGIN = "origin.json"  # {"cwd": where pretraining was started}
+
+
+def run_data(run_dir: str | Path, spec: str, *, note: bool = True) -> str:
+    """A run's data spec with each relative path that does not exist from here resolved
+    against the directory the run was started in (origin.json), saying so once on stderr.
+
+    run.yaml keeps the spec as the user typed it, so `evaluate` or `--resume` from another
+    directory would otherwise look for `imgs` in the wrong place. Specs without files
+    (digits), absolute paths and runs written before origin.json come back unchanged.
+    """
+    kind, sep, rest = spec.partition(":")
+    origin_file = Path(run_dir) / ORIGIN
+    if not sep or not rest or not origin_file.is_file():
+        return spec
+    try:
+        origin = Path(json.loads(origin_file.read_text())["cwd"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        return spec  # a damaged origin.json only loses the convenience
+    paths, q, options = rest.partition("?")  # video:DIR?length=16
+    # Only text specs list several files; a folder name may itself contain a comma.
+    parts = paths.split(",") if is_text_spec(spec) else [paths]
+    resolved, moved, missing = [], [], []
+    for part in parts:
+        path = Path(part.strip()).expanduser()
+        if not part.strip() or path.is_absolute() or path.exists():
+            resolved.append(part)
+        elif (origin / path).exists():
+            resolved.append(str(origin / path))
+            moved.append(f"{part.strip()} -> {origin / path}")
+        else:
+            resolved.append(part)
+            missing.append(part.strip())
+    if note and moved:
+        print(
+            f"note: reading the run's data relative to {origin}, where it was started: "
+            f"{', '.join(moved)}",
+            file=sys.stderr,
+        )
+    if note and missing and origin.resolve() != Path.cwd().resolve():
+        print(
+            f"note: the run was started in {origin}; its data path(s) {', '.join(missing)} "
+            "are relative to that directory, but exist neither there nor here",
+            file=sys.stderr,
+        )
+    return f"{kind}{sep}{','.join(resolved)}{q}{options}"
+
+
+def load_run_data(run_dir: str | Path, *, note: bool = True) -> Recipe:
+    """load_run, with its data spec found from here (run_data); for reading, not saving."""
+    recipe = load_run(run_dir)
+    data = run_data(run_dir, recipe.data, note=note)
+    return recipe if data == recipe.data else dataclasses.replace(recipe, data=data)
+
+
+def checkpoint_steps(run_dir: str | Path) -> tuple[int, int] | None:
+    """(steps the run's weights have had, steps its recipe asks for), or None without weights.
+
+    A finished run's backbone.json names its steps; an interrupted one has only the checkpoint.
+    """
+    run_dir = Path(run_dir)
+    planned = int(load_run(run_dir).train.get("steps", TrainConfig.steps))
+    description = run_dir / BACKBONE_DIR / "backbone.json"
+    if description.is_file():
+        from selfsup.backbones.export import read_description
+
+        steps = read_description(description.parent).get("extra", {}).get("steps")
+        if steps is not None:
+            return int(steps), planned
+    if (run_dir / CHECKPOINT).is_file():
+        return int(load_checkpoint(run_dir / CHECKPOINT)["step"]), planned
+    return None
+
+
+def note_partial_run(run_dir: str | Path, doing: str) -> dict:
+    """{"steps", "planned_steps"} of the run's weights for a results file; a note on stderr when
+    pretraining stopped early, since evaluate/embed then use that partial checkpoint."""
+    steps = checkpoint_steps(run_dir)
+    if steps is None:
+        return {}
+    done, planned = steps
+    if done < planned:
+        print(
+            f"note: pretraining stopped at step {done} of {planned}; {doing} that checkpoint; "
+            f"`selfsup pretrain --resume {run_dir}` finishes it",
+            file=sys.stderr,
+        )
+    return {"steps": done, "planned_steps": planned}
 
 
 def pretrain_run(
@@ -72,7 +164,11 @@ def pretrain_run(
         raise SelfSupError(
             f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
         )
+    recipe.check()
     config = TrainConfig.from_dict(recipe.train)
+    saved = recipe  # run.yaml keeps the spec as given; `recipe` below reads it from here
+    if resume:
+        recipe = dataclasses.replace(recipe, data=run_data(out_dir, recipe.data))
     tokenizer = None
     if is_text_spec(recipe.data):
         # Text: the tokenizer is trained on the corpus (or reloaded on resume) and kept in the
@@ -103,7 +199,9 @@ def pretrain_run(
 
     created = not out_dir.exists()
     try:
-        save_recipe(recipe, out_dir)
+        save_recipe(saved, out_dir)
+        if not (out_dir / ORIGIN).exists():
+            (out_dir / ORIGIN).write_text(json.dumps({"cwd": os.getcwd()}) + "\n")
         if tokenizer is not None:
             tokenizer.save(out_dir)
         # What one sample of a batch is, for the throughput on the bar and in the summary.
@@ -123,9 +221,23 @@ def pretrain_run(
     save_backbone(
         task.backbone,
         out_dir / BACKBONE_DIR,
-        extra={"task": recipe.task, "data": recipe.data, "steps": summary["steps"]},
+        extra={"task": recipe.task, "data": saved.data, "steps": summary["steps"]},
     )
+    summary["next"] = _next_command(out_dir, saved, dataset)
     return summary
+
+
+def _next_command(out_dir: Path, recipe: Recipe, dataset) -> str:
+    """The command to run after pretraining: evaluate needs labels, which unlabelled images
+    (a flat folder) and clips (video:DIR) do not have."""
+    if is_text_spec(recipe.data):  # perplexity needs no labels; the text evaluation says so
+        return f"selfsup evaluate {out_dir}"
+    clips = hasattr(dataset, "clip_labels")
+    labelled = dataset.clip_labels is not None if clips else dataset.has_labels
+    if labelled or recipe.evaluate.get("data"):
+        return f"selfsup evaluate {out_dir}"
+    example = "moving-mnist:DIR" if clips else "folder:LABELLED_DIR"
+    return f"selfsup evaluate {out_dir} --data {example}"
 
 
 def trained_task(
@@ -139,7 +251,7 @@ def trained_task(
     `image_shape` is that of the training data; it is read from the data when not given.
     """
     run_dir = Path(run_dir)
-    recipe = load_run(run_dir)
+    recipe = load_run_data(run_dir, note=False)
     if image_shape is None:
         image_shape = tuple(build_data(recipe, "train").image_shape)
     state = load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT)
@@ -170,9 +282,18 @@ def run_backbone(run_dir: str | Path) -> torch.nn.Module:
     """The trained backbone of a run: its export if present, else from the last checkpoint."""
     run_dir = Path(run_dir)
     if (run_dir / BACKBONE_DIR / "backbone.json").is_file():
-        from selfsup.backbones import load_backbone
+        from selfsup.backbones.export import load_backbone
 
-        return load_backbone(run_dir / BACKBONE_DIR)
+        # The library's own callers pass prepared batches; the check is for users' input.
+        return load_backbone(run_dir / BACKBONE_DIR, check_inputs=False)
+    if not (run_dir / CHECKPOINT).is_file():
+        # load_run first: a folder that is no run at all gets that error instead.
+        every = load_run(run_dir).train.get("checkpoint_every", TrainConfig.checkpoint_every)
+        raise SelfSupError(
+            f"{run_dir} has no checkpoint yet: its pretraining stopped before the first one "
+            f"(step {every}); start it again with `selfsup pretrain --recipe "
+            f"{run_dir / 'run.yaml'} --out {run_dir}`"
+        )
     return trained_task(run_dir).backbone
 
 
@@ -233,7 +354,7 @@ def evaluate_run(
     )
 
     run_dir = Path(run_dir)
-    recipe = load_run(run_dir)
+    recipe = load_run_data(run_dir)
     device = resolve_device(device)
     if is_text_spec(recipe.data):
         from selfsup.text.evaluate import evaluate_text_run
@@ -249,6 +370,7 @@ def evaluate_run(
             command=command, progress=progress, on_row=on_row, **(text_options or {}),
         )  # fmt: skip
     protocols = protocols or ("knn", "linear")
+    data = data or recipe.evaluate.get("data")
     if (freeze_stages or rescale) and "finetune" not in protocols:
         flag = "--freeze-stages" if freeze_stages else "--rescale"
         raise SelfSupError(
@@ -256,6 +378,7 @@ def evaluate_run(
             "--protocol (e.g. --protocol knn,linear,finetune)"
         )
     backbone = run_backbone(run_dir).to(device)
+    pretrained = note_partial_run(run_dir, "evaluating")
     train, test = (_backbone_data(recipe, split, data, backbone) for split in ("train", "test"))
     from selfsup.data.video import VideoDataset
 
@@ -263,7 +386,9 @@ def evaluate_run(
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
         options.update(k=k, seed=seed, freeze_stages=freeze_stages, rescale=rescale)
         options.update(device=device, progress=progress, on_row=on_row)
-        return _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, **options)
+        return _evaluate_video_run(
+            run_dir, recipe, backbone, train, test, data, command, pretrained, **options
+        )
     for split, dataset in (("train", train), ("test", test)):
         if not dataset.has_labels:
             raise SelfSupError(
@@ -292,7 +417,7 @@ def evaluate_run(
         on_row=on_row,
     )
     results["seconds"] = time.perf_counter() - started
-    results["run"] = _run_info(recipe, data)
+    results["run"] = {**_run_info(recipe, data), **pretrained}
 
     neighbors = nearest_neighbor_grid(train_feats, train, test_feats, test)
     pictures = _task_pictures(run_dir, test)
@@ -349,7 +474,9 @@ def _run_info(recipe, data: str | None) -> dict:
     }
 
 
-def _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, **options) -> dict:
+def _evaluate_video_run(
+    run_dir, recipe, backbone, train, test, data, command, pretrained, **options
+) -> dict:
     """Multi-label clip classification (selfsup.evaluate.video) and the report."""
     from selfsup.evaluate import write_report
     from selfsup.evaluate.video import evaluate_video_backbone
@@ -359,7 +486,7 @@ def _evaluate_video_run(run_dir, recipe, backbone, train, test, data, command, *
                             options["rescale"], options["seed"], options["progress"])  # fmt: skip
     results = evaluate_video_backbone(backbone, train, test, **options)
     results["seconds"] = time.perf_counter() - started
-    results["run"] = _run_info(recipe, data)
+    results["run"] = {**_run_info(recipe, data), **pretrained}
     write_report(
         run_dir,
         results,
@@ -406,26 +533,30 @@ def embed_run(
 
     if split not in ("train", "test", "all"):
         raise SelfSupError(f"embed: split must be train, test or all, got {split!r}")
-    recipe = load_run(run_dir)
+    recipe = load_run_data(run_dir)
     device = resolve_device(device)
     text = is_text_spec(recipe.data)
     backbone = None if text else run_backbone(run_dir).to(device)
+    note_partial_run(run_dir, "embedding with")
     features, rows, counts = [], [], {}
     for part in ("train", "test") if split == "all" else (split,):
         try:
             if text:
                 from selfsup.text.evaluate import embed_texts
 
-                part_features = embed_texts(run_dir, data, part, device)
-                part_rows = [(part, i, "", "") for i in range(len(part_features))]
+                part_features, labels = embed_texts(run_dir, data, part, device)
+                part_rows = [(part, i, label, "") for i, label in enumerate(labels)]
             else:
                 dataset = _backbone_data(recipe, part, data, backbone)
                 part_features = extract_features(backbone, dataset, device=device)
                 part_rows = _row_names(dataset, part)
-        except NoTestSplit:
+        except NoTestSplit as error:
             if split == "all":
                 break  # all of this data is its train split
-            raise
+            raise NoTestSplit(
+                f"{data or recipe.data} has no test split ({error}); embed it with --split "
+                "train or all"
+            ) from None
         features.append(part_features.cpu())
         rows += part_rows
         counts[part] = len(part_features)
@@ -441,10 +572,14 @@ def embed_run(
 
 
 def _row_names(dataset, split: str) -> list[tuple[str, int, str, str]]:
-    """(split, index, label name or "", file or "") for every sample of an image dataset."""
+    """(split, index, label name or "", file or "") for every sample of an image dataset;
+    a video's rows are its frames, named after their clip's file or folder where the source
+    records it (`clip_files`)."""
     from selfsup.data.base import UNLABELED
 
     paths = getattr(dataset, "paths", None)
+    if paths is None and getattr(dataset, "clip_files", None) is not None:
+        paths = [dataset.clip_files[i] for i in dataset.clip_ids.tolist()]
     classes = getattr(dataset, "classes", None)
     rows = []
     for i, label in enumerate(dataset.labels.tolist()):

@@ -54,6 +54,7 @@ _OPTIONS: dict[str, list[str]] = {
     "word_vectors": ["dim", "vocab_size"],
 }
 TEXT_BACKBONES = ("transformer", "word_vectors")
+IMAGE_BACKBONES = tuple(name for name in BACKBONES if name not in TEXT_BACKBONES)
 
 
 def build_backbone(
@@ -86,6 +87,7 @@ def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "BACKBONES",
+    "IMAGE_BACKBONES",
     "TEXT_BACKBONES",
     "build_backbone",
     "feature_map",

@@ -8,12 +8,24 @@ Lazy sources (image folders) implement `__getitem__` and are read by DataLoader 
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch.utils.data import Dataset
 
 from selfsup.color import LUMA
 
 UNLABELED = -1
+
+_NOTED: set[str] = set()
+
+
+def note(message: str) -> None:
+    """Print "note: MESSAGE" on stderr, once per process: a command loads a source more than
+    once (its train split for the shapes, then both splits), and one note is enough."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class ImageDataset(Dataset):

@@ -17,18 +17,20 @@ into clips of `length` frames taken every `stride` frames: `video:DIR?length=16&
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selfsup.data.base import TensorImageDataset
+from selfsup.data.base import TensorImageDataset, note
 from selfsup.data.grouped import GroupedImageDataset
 from selfsup.errors import DataError, NoTestSplit, SelfSupError
 
 
 class VideoDataset(TensorImageDataset):
-    """The frames of uint8 clips (N, T, C, H, W); `clip_labels` (N, K) multi-hot or None.
+    """The frames of uint8 clips (N, T, C, H, W); `clip_labels` (N, K) multi-hot or None;
+    `clip_files` the file or folder each clip was cut from, where the source has files.
 
     Frames are unlabelled (-1): a clip's labels (which digits it shows) belong to the clip.
     """
@@ -39,6 +41,7 @@ class VideoDataset(TensorImageDataset):
         clip_labels: torch.Tensor | None = None,
         classes: list[str] | None = None,
         name: str = "video",
+        clip_files: list[str] | None = None,
     ) -> None:
         if clips.dtype != torch.uint8 or clips.ndim != 5:
             raise ValueError(
@@ -52,6 +55,7 @@ class VideoDataset(TensorImageDataset):
         self.clips = clips.contiguous()
         super().__init__(self.clips.flatten(0, 1), None, classes, name)
         self.clip_labels = clip_labels
+        self.clip_files = clip_files
         self.frames_per_clip = int(clips.shape[1])
         self.clip_ids = torch.arange(clips.shape[0]).repeat_interleave(self.frames_per_clip)
         # The grouped source's partner draw, with one group per clip.
@@ -170,10 +174,18 @@ def _read_npy(path: Path) -> np.ndarray:
     return array
 
 
+def _in_name_order(paths: Iterable[Path]) -> list[Path]:
+    """Paths by name with numbers compared as numbers: frame_2 before frame_10, as frames and
+    clips are often numbered without zero padding (zero-padded names keep their order)."""
+    from selfsup.data.folder import natural_key
+
+    return sorted(paths, key=lambda p: natural_key(p.name))
+
+
 def _read_frame_folder(folder: Path, size: int) -> np.ndarray:
     from selfsup.data.folder import _image_files, load_image
 
-    files = sorted(_image_files(folder, recursive=False))
+    files = _in_name_order(_image_files(folder, recursive=False))
     if not files:
         raise DataError(f"video: clip folder {folder} has no frame images")
     return np.stack([load_image(f, size).numpy() for f in files])
@@ -188,6 +200,11 @@ def _windows(video: np.ndarray, length: int, stride: int) -> list[np.ndarray]:
 def load_video(text: str, split: str, image_size: int | None = None) -> VideoDataset:
     """`video:DIR[?length=L&stride=S]` as unlabelled clips of L frames (all in "train")."""
     directory, options = parse_options(text, {"length": 16, "stride": 1})
+    if directory.is_file():
+        raise DataError(
+            f"video: {directory} is a file; video:DIR takes the directory that holds one "
+            ".npy array or one folder of frame images per clip"
+        )
     if not directory.is_dir():
         raise DataError(f"video: {directory} is not a directory of clip folders or .npy files")
     if split != "train":
@@ -195,26 +212,43 @@ def load_video(text: str, split: str, image_size: int | None = None) -> VideoDat
             f"video: {directory} is unlabelled and has no test split; use it for pretraining"
         )
     size = image_size or 64
-    arrays = sorted(directory.glob("*.npy"))
-    folders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    arrays = _in_name_order(directory.glob("*.npy"))
+    folders = _in_name_order(
+        p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if arrays:
-        videos = [_read_npy(p) for p in arrays]
+        sources, videos = arrays, [_read_npy(p) for p in arrays]
     elif folders:
-        videos = [_read_frame_folder(p, size) for p in folders]
+        sources, videos = folders, [_read_frame_folder(p, size) for p in folders]
     else:
         raise DataError(
             f"video: {directory} has neither .npy clips nor sub-folders of frames; add one "
             "folder of frame images (or one .npy array) per clip"
         )
-    channels = {v.shape[1] for v in videos}
-    if len(channels) > 1:
-        raise DataError(f"video: {directory} mixes gray and colour clips; convert them to one")
-    clips = [w for v in videos for w in _windows(v, options["length"], options["stride"])]
+    channels = [v.shape[1] for v in videos]
+    if len(set(channels)) > 1:
+        gray, colour = (sources[channels.index(c)].name for c in (1, 3))
+        raise DataError(
+            f"video: {directory} mixes gray and colour clips (gray: {gray}, colour: {colour}, "
+            "...); convert them to one"
+        )
+    windows = [_windows(v, options["length"], options["stride"]) for v in videos]
+    clips = [w for per_video in windows for w in per_video]
     if not clips:
         longest = max(len(v) for v in videos)
         raise DataError(
             f"video: no clip in {directory} has {options['length']} frames at stride "
             f"{options['stride']} (the longest has {longest}); lower ?length= or ?stride="
         )
+    short = [src.name for src, cut in zip(sources, windows, strict=True) if not cut]
+    if short:
+        span = (options["length"] - 1) * options["stride"] + 1
+        note(
+            f"video: {len(short)} of {len(videos)} clips in {directory} have fewer than the "
+            f"{span} frames of length={options['length']} at stride={options['stride']} and "
+            f"are left out ({', '.join(short[:3])}{', ...' if len(short) > 3 else ''}); lower "
+            "?length= or ?stride= to keep them"
+        )
     tensors = [resize_clips(torch.from_numpy(np.ascontiguousarray(c))[None], size) for c in clips]
-    return VideoDataset(torch.cat(tensors), name=f"video:{directory.name}")
+    files = [str(src) for src, cut in zip(sources, windows, strict=True) for _ in cut]
+    return VideoDataset(torch.cat(tensors), name=f"video:{directory.name}", clip_files=files)

@@ -181,6 +181,10 @@ def evaluate_backbone(
             data = (x, y, test_x, test_y)
             record(method, protocol, f, len(idx), fn, *data, num_classes=num_classes, **options)
 
+    def bar(what: str, f: float, n: int) -> str | None:
+        """The label a training row shows its steps under (see StepProgress)."""
+        return f"  {what} {f * 100:g}% ({n} labels)" if progress else None
+
     for f in fractions:
         idx = stratified_subset(train_y, f, seed)
         n = len(idx)
@@ -190,7 +194,8 @@ def evaluate_backbone(
         if "finetune" in protocols:
             args = (backbone, labelled, test)
             record("ssl", "finetune", f, n, finetune_accuracy, *args,
-                   freeze_stages=freeze_stages, **train_opts)  # fmt: skip
+                   freeze_stages=freeze_stages, progress=bar("fine-tune", f, n),
+                   **train_opts)  # fmt: skip
         if "raw" in baselines:
             frozen_rows("raw", {"knn": "knn", "logreg": "linear"}, f, idx)
         if "random_init" in baselines:
@@ -198,7 +203,7 @@ def evaluate_backbone(
         if "supervised" in baselines:
             args = (backbone.config, labelled, test)
             record("supervised", "train", f, n, supervised_from_scratch_accuracy, *args,
-                   **train_opts)  # fmt: skip
+                   progress=bar("from scratch", f, n), **train_opts)  # fmt: skip
 
     return {
         "fractions": fractions,

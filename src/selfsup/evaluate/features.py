@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from selfsup.data.base import ImageDataset
+from selfsup.errors import DataError
 
 
 def _has_fast_batches(dataset: ImageDataset) -> bool:
@@ -50,8 +51,15 @@ def iterate_batches(
         drop_last=drop_last and n >= batch_size,
         num_workers=default_num_workers(),
     )
-    for images, labels in loader:
-        yield images, torch.as_tensor(labels, dtype=torch.int64)
+    try:
+        for images, labels in loader:
+            yield images, torch.as_tensor(labels, dtype=torch.int64)
+    except DataError as error:
+        # A worker's error arrives with its traceback folded into the message; the user
+        # needs only the file and the fix, as pretraining reports them.
+        from selfsup.engine import _worker_message
+
+        raise DataError(_worker_message(error)) from None
 
 
 def _progress():
@@ -69,6 +77,38 @@ def _progress():
         console=Console(stderr=True),
         transient=True,
     )
+
+
+class StepProgress:
+    """The steps of one training row (fine-tuning, from scratch), shown as pretraining shows
+    its own: a bar on a terminal (cleared when the row is done, its result line stays), a
+    line every 10% elsewhere (CI, files). `label` None: nothing is shown."""
+
+    def __init__(self, label: str | None, total: int) -> None:
+        self.label, self.total = label, max(1, total)
+        self._bar = _progress() if label is not None else None
+        self._tenth = 0
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=self.total)
+
+    def update(self, step: int) -> None:
+        """`step` steps are done."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+        elif self.label is not None and step * 10 // self.total > self._tenth:
+            self._tenth = step * 10 // self.total
+            print(f"{self.label}: step {step}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @torch.no_grad()

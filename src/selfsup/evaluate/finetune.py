@@ -16,7 +16,7 @@ from torch import nn
 
 from selfsup.data.base import ImageDataset
 from selfsup.errors import DataError, SelfSupError
-from selfsup.evaluate.features import iterate_batches
+from selfsup.evaluate.features import StepProgress, iterate_batches
 
 # Default budget bounds: at least enough steps for the cosine schedule to matter, at most
 # ~770k images seen, so 100%-label runs stay affordable.
@@ -191,6 +191,7 @@ def finetune(
     rescale: bool = False,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    progress: str | None = None,
 ) -> FinetuneResult:
     """Train a copy of `backbone` plus a linear head on `train`; report accuracy on `test`.
 
@@ -199,7 +200,7 @@ def finetune(
     neither `epochs` nor `steps` the budget is `default_epochs(len(train))`, kept within
     100 to 3000 steps. `rescale`: first scale the convolutions back to a fresh network's
     weight norms (rescale_to_fresh; the function is unchanged). The caller's backbone is never
-    modified.
+    modified. `progress`: a label to show the steps under (StepProgress); None: quiet.
     """
     num_classes = _num_classes(train, test)
     batch_size = max(1, min(batch_size, len(train)))
@@ -234,20 +235,24 @@ def finetune(
         aug_generator = torch.Generator().manual_seed(seed + 1)
         if augment:
             from selfsup.augment import light_augment
-        for images, labels in islice(_train_batches(train, batch_size, generator), steps):
-            x = images.to(device, non_blocking=True).float().div_(255)
-            if augment:
-                x = light_augment(x, generator=aug_generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = nn.functional.cross_entropy(model(x).float(), labels.to(device))
-            if not torch.isfinite(loss):
-                raise SelfSupError(
-                    f"fine-tuning loss became {loss.item()}; lower the learning rate (lr={lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+        batches = islice(_train_batches(train, batch_size, generator), steps)
+        with StepProgress(progress, steps) as bar:
+            for step, (images, labels) in enumerate(batches, 1):
+                x = images.to(device, non_blocking=True).float().div_(255)
+                if augment:
+                    x = light_augment(x, generator=aug_generator)
+                autocast = device.type == "cuda"
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss = nn.functional.cross_entropy(model(x).float(), labels.to(device))
+                if not torch.isfinite(loss):
+                    raise SelfSupError(
+                        f"fine-tuning loss became {loss.item()}; lower the learning rate (lr={lr})"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update(step)
         accuracy = _test_accuracy(model, test, device)
     return FinetuneResult(model_backbone, head, accuracy, steps)
 

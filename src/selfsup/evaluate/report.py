@@ -118,6 +118,21 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, plots.png_bytes(fig))
 
 
+def _pretraining_lines(run: dict, run_dir: Path) -> list[str]:
+    """How far pretraining got: an interrupted run's evaluation is of a partial checkpoint,
+    which the numbers alone would not tell."""
+    if "steps" not in run or "planned_steps" not in run:
+        return []
+    done, planned = run["steps"], run["planned_steps"]
+    if done >= planned:
+        return [f"Backbone after all {planned} pretraining steps.", ""]
+    return [
+        f"**Note:** pretraining stopped at step {done} of {planned}; these results are for that "
+        f"checkpoint (`selfsup pretrain --resume {run_dir}` finishes it).",
+        "",
+    ]
+
+
 def write_report(
     run_dir: Path,
     results: dict,
@@ -139,6 +154,8 @@ def write_report(
     lines = [f"# {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
+    lines += _pretraining_lines(results.get("run", {}), run_dir)
+    lines += [f"**Note:** {note}\n" for note in results.get("notes", [])]
     if results.get("rows"):
         lines += ["## Label efficiency", ""]
         facts = [

@@ -31,7 +31,7 @@ from selfsup.data.base import TensorImageDataset
 from selfsup.data.video import VideoDataset
 from selfsup.errors import DataError, SelfSupError
 from selfsup.evaluate.baselines import _logger, check_choices, random_init_backbone
-from selfsup.evaluate.features import extract_features, raw_pixels
+from selfsup.evaluate.features import StepProgress, extract_features, raw_pixels
 from selfsup.evaluate.finetune import default_epochs, freeze_first_stages, rescale_to_fresh
 from selfsup.evaluate.linear import SINGLE_THREAD_BELOW, WEIGHT_DECAYS
 
@@ -168,11 +168,12 @@ def frame_training_scores(
     freeze_stages: int = 0,
     rescale: bool = False,
     device: str | torch.device = "cpu",
+    progress: str | None = None,
 ) -> torch.Tensor:
     """Scores of the test clips after training `backbone` (in place) with a linear head on
     single frames of the labelled `clips` (BCE). Default budget: `finetune`'s rule (see
-    default_epochs) counted in clips, at least 100 and at most 1000 steps. `freeze_stages` and
-    `rescale`: as in `finetune`."""
+    default_epochs) counted in clips, at least 100 and at most 1000 steps. `freeze_stages`,
+    `rescale` and `progress`: as in `finetune`."""
     from selfsup.augment import light_augment
 
     targets = train.clip_labels[clips].float()
@@ -192,16 +193,18 @@ def frame_training_scores(
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
         generator = torch.Generator().manual_seed(seed)
-        for _ in range(steps):
-            pick = torch.randint(len(clips), (batch_size,), generator=generator)
-            frame = torch.randint(train.frames_per_clip, (batch_size,), generator=generator)
-            x = train.clips[clips[pick], frame].to(device).float().div_(255)
-            x = light_augment(x, generator=generator)
-            loss = F.binary_cross_entropy_with_logits(model(x), targets[pick].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+        with StepProgress(progress, steps) as bar:
+            for step in range(1, steps + 1):
+                pick = torch.randint(len(clips), (batch_size,), generator=generator)
+                frame = torch.randint(train.frames_per_clip, (batch_size,), generator=generator)
+                x = train.clips[clips[pick], frame].to(device).float().div_(255)
+                x = light_augment(x, generator=generator)
+                loss = F.binary_cross_entropy_with_logits(model(x), targets[pick].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update(step)
         # A linear head on the mean frame feature is the mean of the frames' scores.
         features = extract_features(backbone, test_frames, device=device)
         return head.cpu()(clip_features(features, num_test_clips)).detach()
@@ -308,13 +311,15 @@ def evaluate_video_backbone(
             else:
                 record(method, protocol, fraction, len(clips), linear_scores, *data, seed=seed)
         args = (train, clips, test_frames, n_test)
+        labels = f"{fraction * 100:g}% ({len(clips)} labelled clips)"
         if "finetune" in protocols:
             record("ssl", "finetune", fraction, len(clips), finetune_scores, backbone, *args,
-                   seed=seed, freeze_stages=freeze_stages, rescale=rescale,
-                   device=device)  # fmt: skip
+                   seed=seed, freeze_stages=freeze_stages, rescale=rescale, device=device,
+                   progress=f"  fine-tune {labels}" if progress else None)  # fmt: skip
         if "supervised" in baselines:
             record("supervised", "train", fraction, len(clips), supervised_scores,
-                   backbone.config, *args, seed=seed, device=device)  # fmt: skip
+                   backbone.config, *args, seed=seed, device=device,
+                   progress=f"  from scratch {labels}" if progress else None)  # fmt: skip
 
     return {
         "fractions": [float(f) for f in fractions],

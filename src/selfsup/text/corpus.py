@@ -143,6 +143,17 @@ def iter_table(
     for n, row in enumerate(reader, start=2):
         if not row:
             continue
+        while len(row) > len(header) and not row[-1]:
+            row.pop()  # trailing separators add empty fields, not data
+        if len(row) > len(header):
+            # Extra fields shift the columns: the rest of the text would be read as the label.
+            cause = {"\t": "a tab inside the text: replace it with a space"}.get(
+                delimiter, f"a {delimiter!r} inside the text: put that text in double quotes"
+            )
+            raise DataError(
+                f"{path} line {n} has {len(row)} fields but the header has {len(header)}; "
+                f"probably {cause}"
+            )
         if len(row) <= max(text_i, label_i or 0):
             raise DataError(
                 f"{path} line {n} has {len(row)} field(s) but the header has {len(header)}"

@@ -16,6 +16,7 @@ accuracy), so the same table, plot and report code renders them:
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,19 +75,29 @@ def evaluate_text_run(
     (batch_size, lr, epochs, max_steps; FINETUNE gives the defaults). `on_row` is called with
     each classification row as soon as it is measured.
     """
-    from selfsup.runs import run_backbone
+    from selfsup.runs import load_run_data, note_partial_run, run_backbone
     from selfsup.text.build import trained_text_task
 
     run_dir = Path(run_dir)
-    recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
+    recipe, tokenizer = load_run_data(run_dir), load_tokenizer(run_dir)
     backbone = run_backbone(run_dir)
     started = time.perf_counter()
     results: dict = {
-        "run": {"task": recipe.task, "backbone": recipe.backbone, "data": recipe.data},
+        "run": {"task": recipe.task, "backbone": recipe.backbone, "data": recipe.data,
+                **note_partial_run(run_dir, "evaluating")},
         "seed": seed,
-    }
+    }  # fmt: skip
     log = print if progress else (lambda *_: None)
     data = data or recipe.evaluate.get("data") or _labelled_default(recipe)
+    if not data:
+        # Without labelled data --labels and --protocol have nothing to act on; say so rather
+        # than print a perplexity as if it were the whole evaluation.
+        note = (
+            f"no few-label table: {recipe.data} has no labels; pass labelled data with "
+            "--data tsv:TRAIN,TEST (or csv:TRAIN,TEST), or set evaluate.data in the recipe"
+        )
+        print(f"note: {note}", file=sys.stderr)
+        results["notes"] = [note]
     if data:
         results.update(
             classification(
@@ -104,6 +115,7 @@ def evaluate_text_run(
                 device=device,
                 log=log,
                 on_row=on_row,
+                progress=progress,
             )  # fmt: skip
         )
         results["run"]["eval_data"] = data
@@ -133,8 +145,10 @@ def _labelled_default(recipe) -> str | None:
 def classification(
     backbone, tokenizer, recipe, data: str, *, protocols, fractions, baselines,
     freeze_stages: int, word2vec, k: int, seed: int, device: str, log, on_row=None,
+    progress: bool = False,
 ) -> dict:  # fmt: skip
-    """Accuracy rows at each label fraction for the backbone and the baselines."""
+    """Accuracy rows at each label fraction for the backbone and the baselines; `progress`
+    shows the steps of each trained row."""
     from selfsup.evaluate.baselines import random_init_backbone
     from selfsup.evaluate.knn import knn_accuracy
 
@@ -172,6 +186,10 @@ def classification(
         if on_row is not None:
             on_row(row)
 
+    def bar(what: str, f: float, n: int) -> str | None:
+        """The label a trained row shows its steps under (StepProgress)."""
+        return f"{what} {100 * f:g}% labels ({n})" if progress else None
+
     for f in fractions:
         idx = stratified_subset(train.labels, f, seed)
         n, labelled = len(idx), train.subset(idx)
@@ -189,16 +207,18 @@ def classification(
                   "device": device}  # fmt: skip
         if "finetune" in protocols:
             record("ssl", "finetune", f, n, finetune_text, backbone, labelled, test,
-                   freeze_stages=freeze_stages, **budget)  # fmt: skip
+                   freeze_stages=freeze_stages, progress=bar("ssl finetune", f, n),
+                   **budget)  # fmt: skip
         if "raw" in baselines:
             record("tfidf", "logreg", f, n, tfidf_accuracy, labelled, test)
         if "supervised" in baselines:
             fresh = random_init_backbone(backbone, seed)
             scratch = {**budget, "lr": ft["scratch_lr"]}
-            record("supervised", "train", f, n, finetune_text, fresh, labelled, test, **scratch)
+            record("supervised", "train", f, n, finetune_text, fresh, labelled, test,
+                   progress=bar("supervised train", f, n), **scratch)  # fmt: skip
         if "vectors_only" in baselines:
             record("vectors_only", "finetune", f, n, finetune_text, vectors_only, labelled, test,
-                   **budget)  # fmt: skip
+                   progress=bar("vectors_only finetune", f, n), **budget)  # fmt: skip
     return {
         "fractions": list(fractions),
         "rows": rows,
@@ -300,20 +320,34 @@ def retrieval_accuracy(backbone, tokenizer, spec: str, device: str = "cpu") -> d
     }
 
 
-def embed_texts(run_dir: str | Path, spec: str, split: str = "train", device: str = "cpu"):
-    """`selfsup embed` for text runs: features of every text of a split of a tsv/csv/text
-    spec, in order (plain text: one row per non-empty line of the split's documents)."""
+def embed_texts(
+    run_dir: str | Path, spec: str, split: str = "train", device: str = "cpu"
+) -> tuple[torch.Tensor, list[str]]:
+    """`selfsup embed` for text runs: (features of every text of a split of a tsv/csv/text
+    spec, in order; each text's label, "" where it has none). Plain text gives one row per
+    non-empty line of the split's documents; a table one per row with text."""
     from selfsup.runs import run_backbone
+    from selfsup.text.build import _table_path
+    from selfsup.text.corpus import iter_table
 
     recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
     backbone = run_backbone(run_dir)
     parsed, opts = parse_text_spec(spec), text_options(recipe)
     if parsed.kind == "parallel":
         raise SelfSupError("embed takes text:PATH, tsv:PATH or csv:PATH, not parallel data")
-    texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
+    if parsed.kind in ("tsv", "csv"):
+        # The rows `documents` reads (a table row with text is one document), with labels.
+        delimiter = "\t" if parsed.kind == "tsv" else ","
+        path = _table_path(parsed, split)
+        table = iter_table(path, delimiter, opts["text_column"], opts["label_column"])
+        rows = [(text, label or "") for text, label in table if text]
+        texts, labels = [text for text, _ in rows], [label for _, label in rows]
+    else:
+        texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
+        labels = [""] * len(texts)
     encoder = not getattr(backbone, "causal", False)
     data = LabeledText.build(texts, None, tokenizer, getattr(backbone, "max_len", 512), encoder)
-    return text_features(backbone, data, device)
+    return text_features(backbone, data, device), labels
 
 
 def _write(run_dir: Path, recipe, results: dict, command: str | None) -> None:

@@ -112,12 +112,16 @@ def finetune_text(
     freeze_stages: int = 0,
     seed: int = 0,
     device: str = "cpu",
+    progress: str | None = None,
 ) -> float:
     """Test accuracy after training a copy of `backbone` + a linear head for `steps` steps.
 
     AdamW with 10% linear warmup and linear decay (BERT's fine-tuning schedule). The caller's
-    backbone is never modified.
+    backbone is never modified. `progress`: a label to show the steps under (see
+    selfsup.evaluate.features.StepProgress); None: quiet.
     """
+    from selfsup.evaluate.features import StepProgress
+
     torch.manual_seed(seed)
     model = copy.deepcopy(backbone).to(device).train()
     for stage in model.stages()[:freeze_stages]:
@@ -133,17 +137,19 @@ def finetune_text(
     )
     generator = torch.Generator().manual_seed(seed)
     order = torch.empty(0, dtype=torch.long)
-    for _ in range(steps):
-        if order.numel() < batch_size:  # a fresh permutation per epoch
-            order = torch.cat([order, torch.randperm(len(train), generator=generator)])
-        idx, order = order[:batch_size], order[batch_size:]
-        batch = train.get_batch(idx)
-        logits = head(model.features(batch["tokens"].to(device)))
-        loss = F.cross_entropy(logits, batch["labels"].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+    with StepProgress(progress, steps) as bar:
+        for step in range(1, steps + 1):
+            if order.numel() < batch_size:  # a fresh permutation per epoch
+                order = torch.cat([order, torch.randperm(len(train), generator=generator)])
+            idx, order = order[:batch_size], order[batch_size:]
+            batch = train.get_batch(idx)
+            logits = head(model.features(batch["tokens"].to(device)))
+            loss = F.cross_entropy(logits, batch["labels"].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update(step)
     model.eval()
     with torch.no_grad():
         predicted = torch.cat(
