@@ -183,3 +183,12 @@ def test_a_loaded_backbone_checks_its_input_and_prepare_images_makes_it(tmp_path
     assert from_tensor.shape == (1, 3, 16, 16)
     gray = prepare_images(torch.rand(4, 3, 20, 20), {"image_size": 8, "in_channels": 1})
     assert gray.shape == (4, 1, 8, 8)
+    assert prepare_images(tmp_path / "photo.png", backbone).shape == (1, 3, 16, 16)
+    with pytest.raises(SelfSupError, match=r"backbone's config.*backbone\.config"):
+        prepare_images([tmp_path / "photo.png"], str(tmp_path / "run" / "backbone"))
+    with pytest.raises(SelfSupError, match="got a PngImageFile.*torch.from_numpy"):
+        prepare_images([Image.open(tmp_path / "photo.png")], backbone.config)
+    with pytest.raises(SelfSupError, match="is a directory"):
+        prepare_images(tmp_path, backbone.config)
+    with pytest.raises(SelfSupError, match="is not found"):
+        prepare_images([tmp_path / "missing.jpg"], backbone.config)

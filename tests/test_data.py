@@ -325,6 +325,11 @@ def test_folder_train_and_val_are_splits_not_classes(tmp_path: Path, capsys) -> 
     save_image(tmp_path / "d" / "test" / "emu" / "b.png", (32, 32), (1, 2, 3))
     assert load_images(f"folder:{tmp_path / 'd'}", "test").labels.tolist() == [2]
     assert "val/ not read" in capsys.readouterr().err
+    # training/ + validation/ are splits too.
+    make_labelled(tmp_path / "t" / "training", per_class=2)
+    save_image(tmp_path / "t" / "validation" / "emu" / "a.png", (32, 32), (1, 2, 3))
+    assert load_images(f"folder:{tmp_path / 't'}", "train").classes == ["cat", "dog", "emu"]
+    assert load_images(f"folder:{tmp_path / 't'}", "test").labels.tolist() == [2]
 
 
 def test_folder_with_only_train_is_read_as_labelled_data(tmp_path: Path, capsys) -> None:

@@ -263,6 +263,9 @@ def test_accelerator_cuda_without_a_gpu_is_refused(monkeypatch):
     for name in ("cuda", "gpu"):
         with pytest.raises(SelfSupError, match=f"accelerator {name}, but no CUDA GPU is visible"):
             TrainConfig(accelerator=name)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(SelfSupError, match="accelerator mps, but Apple's MPS is not available"):
+        TrainConfig(accelerator="mps")
     TrainConfig(accelerator="auto")
 
 

@@ -388,6 +388,10 @@ def test_a_run_finds_its_relative_data_from_another_directory(
     results = evaluate_run(run, protocols=("knn",), fractions=(1.0,), baselines=(),
                            progress=False)  # fmt: skip
     assert results["rows"] and str(start / "imgs") in capsys.readouterr().err
+    # The user's own --data is read from here, with no note about the run's data.
+    evaluate_run(run, data=f"folder:{start / 'imgs'}", protocols=("knn",), fractions=(1.0,),
+                 baselines=(), progress=False)  # fmt: skip
+    assert "relative to" not in capsys.readouterr().err
     pretrain_run(load_run(run), run, resume=True, progress=False)  # already complete: no-op
     assert load_run(run).data == "folder:imgs"  # resuming does not rewrite the spec
     # A run written before origin.json still loads; its data is then looked for from here.

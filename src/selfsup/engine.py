@@ -124,6 +124,11 @@ class TrainConfig:
                 f"accelerator {self.accelerator}, but no CUDA GPU is visible; drop the "
                 "accelerator setting (auto trains on the CPU here) or use --accelerator cpu"
             )
+        if self.accelerator == "mps" and not torch.backends.mps.is_available():
+            raise SelfSupError(
+                "accelerator mps, but Apple's MPS is not available here; drop the accelerator "
+                "setting or use --accelerator cpu"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -83,10 +83,15 @@ def run_data(run_dir: str | Path, spec: str, *, note: bool = True) -> str:
 
 
 def load_run_data(run_dir: str | Path, *, note: bool = True) -> Recipe:
-    """load_run, with its data spec found from here (run_data); for reading, not saving."""
+    """load_run, with its data specs (`data`, `evaluate.data`) found from here (run_data); for
+    reading, not saving. `note`: say where they were found (off when the user's own --data is
+    read instead, where a note about the run's data would only confuse)."""
     recipe = load_run(run_dir)
-    data = run_data(run_dir, recipe.data, note=note)
-    return recipe if data == recipe.data else dataclasses.replace(recipe, data=data)
+    evaluate = dict(recipe.evaluate)
+    if evaluate.get("data"):
+        evaluate["data"] = run_data(run_dir, evaluate["data"], note=note)
+    data = run_data(run_dir, recipe.data, note=note and not evaluate.get("data"))
+    return dataclasses.replace(recipe, data=data, evaluate=evaluate)
 
 
 def checkpoint_steps(run_dir: str | Path) -> tuple[int, int] | None:
@@ -288,10 +293,12 @@ def run_backbone(run_dir: str | Path) -> torch.nn.Module:
         return load_backbone(run_dir / BACKBONE_DIR, check_inputs=False)
     if not (run_dir / CHECKPOINT).is_file():
         # load_run first: a folder that is no run at all gets that error instead.
-        every = load_run(run_dir).train.get("checkpoint_every", TrainConfig.checkpoint_every)
+        train = load_run(run_dir).train
+        every = train.get("checkpoint_every", TrainConfig.checkpoint_every)
+        first = min(every, train.get("steps", TrainConfig.steps))
         raise SelfSupError(
             f"{run_dir} has no checkpoint yet: its pretraining stopped before the first one "
-            f"(step {every}); start it again with `selfsup pretrain --recipe "
+            f"(step {first}); start it again with `selfsup pretrain --recipe "
             f"{run_dir / 'run.yaml'} --out {run_dir}`"
         )
     return trained_task(run_dir).backbone
@@ -354,7 +361,7 @@ def evaluate_run(
     )
 
     run_dir = Path(run_dir)
-    recipe = load_run_data(run_dir)
+    recipe = load_run_data(run_dir, note=data is None)
     device = resolve_device(device)
     if is_text_spec(recipe.data):
         from selfsup.text.evaluate import evaluate_text_run
@@ -533,7 +540,7 @@ def embed_run(
 
     if split not in ("train", "test", "all"):
         raise SelfSupError(f"embed: split must be train, test or all, got {split!r}")
-    recipe = load_run_data(run_dir)
+    recipe = load_run_data(run_dir, note=data is None)
     device = resolve_device(device)
     text = is_text_spec(recipe.data)
     backbone = None if text else run_backbone(run_dir).to(device)

@@ -92,7 +92,7 @@ class InputCheck:
     def __call__(self, module: nn.Module, args: tuple) -> None:
         x = args[0] if args else None
         c, s = self.channels, self.size
-        fix = "selfsup.prepare_images(images, backbone.config) makes them from files or images"
+        fix = "selfsup.prepare_images(images, backbone.config) makes them from files or tensors"
         if not (isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()):
             got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise SelfSupError(
@@ -128,6 +128,13 @@ def prepare_images(
     from selfsup.data.folder import load_image
     from selfsup.data.spec import resize_images
 
+    if isinstance(config, nn.Module):
+        config = getattr(config, "config", None)  # the loaded backbone itself
+    if not (isinstance(config, dict) and {"image_size", "in_channels"} <= config.keys()):
+        raise SelfSupError(
+            "prepare_images needs the backbone's config as its second argument: "
+            "prepare_images(images, backbone.config) with backbone = load_backbone(...)"
+        )
     size, channels = int(config["image_size"]), int(config["in_channels"])
     if isinstance(images, torch.Tensor):
         batch = images.unsqueeze(0) if images.dim() == 3 else images
@@ -153,6 +160,16 @@ def prepare_images(
         files = [images] if isinstance(images, (str, Path)) else list(images)
         if not files:
             raise SelfSupError("prepare_images got no images")
+        for f in files:
+            if not isinstance(f, (str, Path)):
+                raise SelfSupError(
+                    f"prepare_images takes image file paths or a tensor, got a "
+                    f"{type(f).__name__}; for an image in memory pass "
+                    "torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None] (uint8 RGB)"
+                )
+            if not Path(f).is_file():
+                what = "a directory" if Path(f).is_dir() else "not found"
+                raise SelfSupError(f"prepare_images: {f} is {what}; give image file paths")
         batch = torch.stack([load_image(Path(f), size) for f in files])
     return convert_channels(batch, channels).float() / 255
 

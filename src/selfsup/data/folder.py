@@ -1,5 +1,6 @@
-"""Image folders: `DIR/<class>/*.png` (labelled), `DIR/*.jpg` (unlabeled), or `DIR/train` with
-`DIR/test` (or `val`, `valid`, `validation`, `dev`) holding either layout.
+"""Image folders: `DIR/<class>/*.png` (labelled), `DIR/*.jpg` (unlabeled), or `DIR/train` (or
+`training`) with `DIR/test` (or `testing`, `val`, `valid`, `validation`, `dev`) holding either
+layout.
 
 Files are decoded lazily, one per `__getitem__`, so DataLoader worker processes share the work;
 the labels come from the paths and are known before any image is read.
@@ -24,8 +25,9 @@ IMAGE_EXTENSIONS = frozenset(
 # Files that operating systems write beside images (lower case); hidden ones (.DS_Store,
 # ._name AppleDouble files) are skipped by their leading dot.
 JUNK_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"})
-# Names of the held-out split beside DIR/train, in order of preference.
-TEST_DIRS = ("test", "val", "valid", "validation", "dev")
+# Names of the training split and of the held-out split beside it, in order of preference.
+TRAIN_DIRS = ("train", "training")
+TEST_DIRS = ("test", "testing", "val", "valid", "validation", "dev")
 DEFAULT_IMAGE_SIZE = 32
 TEST_FRACTION = 0.2
 SEED = 0
@@ -258,9 +260,10 @@ def _check_holdout(
 
 def _split_folders(directory: Path) -> tuple[Path, Path | None] | None:
     """(train, test or None) folders where DIR is laid out by split, else None."""
-    train = directory / "train"
-    if not train.is_dir():
-        return None
+    trains = [directory / name for name in TRAIN_DIRS if (directory / name).is_dir()]
+    if len(trains) != 1:
+        return None  # neither, or both (then they are classes: no layout has two train splits)
+    train = trains[0]
     held_out = [directory / name for name in TEST_DIRS if (directory / name).is_dir()]
     if held_out:
         test = held_out[0]
@@ -273,7 +276,7 @@ def _split_folders(directory: Path) -> tuple[Path, Path | None] | None:
     others = [p for p in directory.iterdir() if p != train and _visible(p)]
     if others:
         return None  # "train" is one class folder among others (e.g. vehicles)
-    note(f"folder: {directory} holds only train/; reading {train} (labelled: 20% held out)")
+    note(f"folder: {directory} holds only {train.name}/; reading {train} (labelled: 20% held out)")
     return train, None
 
 

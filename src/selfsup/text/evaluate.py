@@ -79,7 +79,8 @@ def evaluate_text_run(
     from selfsup.text.build import trained_text_task
 
     run_dir = Path(run_dir)
-    recipe, tokenizer = load_run_data(run_dir), load_tokenizer(run_dir)
+    # evaluate_run has said where the run's data was found.
+    recipe, tokenizer = load_run_data(run_dir, note=False), load_tokenizer(run_dir)
     backbone = run_backbone(run_dir)
     started = time.perf_counter()
     results: dict = {
