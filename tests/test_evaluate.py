@@ -436,12 +436,17 @@ def test_evaluating_an_interrupted_run_says_which_step(tmp_path, capsys):
     assert "stopped at step 3 of 6" in (run / "report.md").read_text()
 
 
-def test_fine_tuning_shows_its_steps_only_when_asked(digits, capsys):
+def test_fine_tuning_shows_its_steps_only_when_asked(digits, capsys, monkeypatch):
+    from selfsup.evaluate import features
+
     train, test = digits
     finetune(pretrained_like(), train, test, steps=10, batch_size=32, progress=None)
     assert capsys.readouterr().err == ""
     finetune(pretrained_like(), train, test, steps=10, batch_size=32, progress="ft 10%")
-    lines = capsys.readouterr().err.splitlines()  # not a terminal: a line every 10%
+    assert capsys.readouterr().err == ""  # not a terminal, and done within 10 s: no lines
+    monkeypatch.setattr(features, "PROGRESS_INTERVAL", 0.0)
+    finetune(pretrained_like(), train, test, steps=10, batch_size=32, progress="ft 10%")
+    lines = capsys.readouterr().err.splitlines()  # a line every 10% once they are due
     assert lines[0] == "ft 10%: step 1/10" and lines[-1] == "ft 10%: step 10/10"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 import torch
@@ -79,15 +80,21 @@ def _progress():
     )
 
 
+PROGRESS_INTERVAL = 10.0  # seconds at least between two progress lines off a terminal
+
+
 class StepProgress:
     """The steps of one training row (fine-tuning, from scratch), shown as pretraining shows
     its own: a bar on a terminal (cleared when the row is done, its result line stays), a
-    line every 10% elsewhere (CI, files). `label` None: nothing is shown."""
+    line every 10% elsewhere (CI, files), but not more often than every PROGRESS_INTERVAL
+    seconds, so that rows of a few seconds (the demo's) add no lines. `label` None: nothing is
+    shown."""
 
     def __init__(self, label: str | None, total: int) -> None:
         self.label, self.total = label, max(1, total)
         self._bar = _progress() if label is not None else None
         self._tenth = 0
+        self._last = time.perf_counter()
         if self._bar is not None:
             self._bar.start()
             self._task = self._bar.add_task(label, total=self.total)
@@ -98,7 +105,9 @@ class StepProgress:
             self._bar.update(self._task, completed=step)
         elif self.label is not None and step * 10 // self.total > self._tenth:
             self._tenth = step * 10 // self.total
-            print(f"{self.label}: step {step}/{self.total}", file=sys.stderr, flush=True)
+            if time.perf_counter() - self._last >= PROGRESS_INTERVAL:
+                self._last = time.perf_counter()
+                print(f"{self.label}: step {step}/{self.total}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
