@@ -336,19 +336,42 @@ def test_an_interrupted_evaluation_keeps_its_finished_rows(tmp_path, capsys, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(baselines, "supervised_from_scratch_accuracy", ctrl_c)
-    code, _, err = run_cli(capsys, "evaluate", str(run), "--labels", "10%,100%", "--baselines",
-                           "raw,supervised", "--protocol", "linear", "--no-progress")  # fmt: skip
+    command = ("evaluate", str(run), "--labels", "10%,100%", "--baselines", "raw,supervised",
+               "--protocol", "linear", "--no-progress")  # fmt: skip
+    code, _, err = run_cli(capsys, *command)
     assert code == 130 and "3 finished row(s) kept in" in err
-    kept = [json.loads(line) for line in (run / "evaluation_rows.jsonl").read_text().splitlines()]
+    lines = (run / "evaluation_rows.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["settings"]["labels"] == [0.1, 1.0]  # what the rows depend on
+    kept = [json.loads(line) for line in lines[1:]]
     assert [(r["method"], r["protocol"]) for r in kept] == [
         ("ssl", "linear"), ("raw", "knn"), ("raw", "logreg")
     ]  # fmt: skip
     assert all(r["fraction"] == 0.1 and 0 <= r["accuracy"] <= 1 for r in kept)
     monkeypatch.undo()
+
+    # The same command again takes the finished rows as they are and measures only the rest:
+    # of the four linear fits (ssl and raw, 10% and 100%), the two at 100%.
+    fits = []
+    probe = baselines.linear_probe_accuracy
+    monkeypatch.setattr(baselines, "linear_probe_accuracy",
+                        lambda x, *a, **kw: fits.append(len(x)) or probe(x, *a, **kw))  # fmt: skip
+    code, _, err = run_cli(capsys, *command)
+    assert code == 0, err
+    assert "taking 3 row(s)" in err and len(fits) == 2
+    rows = json.loads((run / "metrics.json").read_text())["rows"]
+    assert [r for r in rows if r["fraction"] == 0.1][:3] == kept
+    assert {(r["method"], r["fraction"]) for r in rows} >= {("supervised", 0.1), ("ssl", 1.0)}
+    assert not (run / "evaluation_rows.jsonl").exists()  # complete: metrics.json has the rows
+    monkeypatch.undo()
+
+    # Other settings start over.
+    monkeypatch.setattr(baselines, "supervised_from_scratch_accuracy", ctrl_c)
+    assert run_cli(capsys, *command)[0] == 130
+    monkeypatch.undo()
     code, _, err = run_cli(capsys, "evaluate", str(run), "--labels", "10%", "--baselines", "none",
                            "--protocol", "linear", "--no-progress")  # fmt: skip
-    assert code == 0, err
-    assert not (run / "evaluation_rows.jsonl").exists()  # complete: metrics.json has the rows
+    assert code == 0 and "taking" not in err
+    assert not (run / "evaluation_rows.jsonl").exists()
 
 
 def test_bad_counts_and_devices_are_refused_before_any_work(tmp_path, capsys):

@@ -38,6 +38,11 @@ TRAIN_FLAGS: dict[str, tuple[type, str]] = {
 # augmentations or its schedule. (A change of accelerator can still change float rounding.)
 RESUME_FLAGS = ("num_workers", "accelerator")
 
+# The evaluate flags that decide its rows: a re-run with the same ones (and the same
+# checkpoint) takes up the rows an interrupted evaluation finished.
+EVALUATE_SETTINGS = ("data", "protocol", "labels", "baselines", "k", "freeze_stages", "rescale",
+                     "seed", "device", "word2vec", "retrieval")  # fmt: skip
+
 DEMO_RECIPE = {
     "task": "simclr",
     "backbone": "small_cnn",
@@ -350,7 +355,9 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
     from selfsup.evaluate import format_table
     from selfsup.runs import evaluate_run, kept_rows
 
-    with kept_rows(args.run) as keep:  # an interrupted evaluation keeps its finished rows
+    # An interrupted evaluation keeps its finished rows; the same command takes them up again.
+    settings = {name: getattr(args, name) for name in EVALUATE_SETTINGS}
+    with kept_rows(args.run, settings) as (keep, finished):
         results = evaluate_run(
             args.run,
             data=args.data,
@@ -366,6 +373,7 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
             progress=not args.no_progress,
             text_options={"word2vec": args.word2vec, "retrieval": args.retrieval},
             on_row=keep,
+            finished=finished,
         )
     if results.get("rows"):
         print(format_table(results))

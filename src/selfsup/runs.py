@@ -305,25 +305,54 @@ def run_backbone(run_dir: str | Path) -> torch.nn.Module:
 
 
 @contextmanager
-def kept_rows(run_dir: str | Path) -> Iterator[Callable[[dict], None]]:
-    """An `on_row` for evaluate_run that appends each row to RUN/evaluation_rows.jsonl as soon
-    as it is measured, so an evaluation interrupted or failing after an hour keeps what it had
-    finished (and says where). The file goes when the evaluation completes: metrics.json then
-    holds every row."""
+def kept_rows(
+    run_dir: str | Path, settings: dict | None = None
+) -> Iterator[tuple[Callable[[dict], None], dict[tuple[str, str, float], dict]]]:
+    """(`on_row`, `finished`) for evaluate_run. `on_row` appends each row to
+    RUN/evaluation_rows.jsonl as soon as it is measured, so an evaluation interrupted or failing
+    after an hour keeps what it had finished (and says where). `finished` holds the rows kept
+    there by an interrupted evaluation with the same `settings` (and the same checkpoint), by
+    (method, protocol, fraction): a re-run takes them instead of measuring them again. The file
+    goes when the evaluation completes: metrics.json then holds every row."""
     kept = Path(run_dir) / EVALUATION_ROWS
-    if kept.parent.is_dir():
-        kept.unlink(missing_ok=True)  # rows of an earlier, unfinished evaluation
+    header = {"settings": {**(settings or {}), "checkpoint": checkpoint_steps(run_dir)}}
+    header = json.loads(json.dumps(header))  # tuples as lists, as they come back from the file
+    finished: dict[tuple[str, str, float], dict] = {}
+    if kept.is_file():
+        lines = kept.read_text().splitlines()
+        try:
+            same = bool(lines) and json.loads(lines[0]) == header
+            rows = [json.loads(line) for line in lines[1:]] if same else []
+        except json.JSONDecodeError:  # a line cut short by the interruption: start over
+            same, rows = False, []
+        finished = {(r["method"], r["protocol"], r["fraction"]): r for r in rows}
+        if finished:
+            print(
+                f"note: taking {len(finished)} row(s) the interrupted evaluation finished from "
+                f"{kept}",
+                file=sys.stderr,
+            )
+        else:
+            kept.unlink()  # rows of an earlier evaluation with other settings
+    if kept.parent.is_dir() and not kept.is_file():
+        kept.write_text(json.dumps(header) + "\n")
 
     def keep(row: dict) -> None:
         with open(kept, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     try:
-        yield keep
+        yield keep, finished
     except BaseException:
-        if kept.exists():
-            rows = len(kept.read_text().splitlines())
-            print(f"selfsup: {rows} finished row(s) kept in {kept}", file=sys.stderr)
+        rows = len(kept.read_text().splitlines()) - 1 if kept.exists() else 0
+        if rows <= 0:
+            kept.unlink(missing_ok=True)  # nothing finished: no file to take up
+        else:
+            print(
+                f"selfsup: {rows} finished row(s) kept in {kept}; the same `selfsup evaluate` "
+                "command takes them up again",
+                file=sys.stderr,
+            )
         raise
     kept.unlink(missing_ok=True)
 
@@ -344,6 +373,7 @@ def evaluate_run(
     progress: bool = True,
     text_options: dict | None = None,
     on_row: Callable[[dict], None] | None = None,
+    finished: dict[tuple[str, str, float], dict] | None = None,
 ) -> dict:
     """Evaluate a run's backbone on labelled data against the baselines; writes the report.
 
@@ -351,7 +381,7 @@ def evaluate_run(
     `text_options` passes its extra arguments (word2vec, retrieval). `rescale`: fine-tuning
     first scales the convolutions back to a fresh network's weight norms (CNN backbones; see
     selfsup.evaluate.finetune.rescale_to_fresh). `on_row` is called with each row as soon as
-    it is measured (`kept_rows` gives one that keeps them on disk).
+    it is measured, and `finished` rows are taken as they are (`kept_rows` gives both).
     """
     from selfsup.evaluate import (
         evaluate_backbone,
@@ -374,7 +404,8 @@ def evaluate_run(
         return evaluate_text_run(
             run_dir, data=data, protocols=protocols, fractions=fractions,
             baselines=baselines, freeze_stages=freeze_stages, k=k, seed=seed, device=device,
-            command=command, progress=progress, on_row=on_row, **(text_options or {}),
+            command=command, progress=progress, on_row=on_row, finished=finished,
+            **(text_options or {}),
         )  # fmt: skip
     protocols = protocols or ("knn", "linear")
     data = data or recipe.evaluate.get("data")
@@ -392,7 +423,7 @@ def evaluate_run(
     if isinstance(train, VideoDataset):
         options = {"protocols": protocols, "fractions": fractions, "baselines": baselines}
         options.update(k=k, seed=seed, freeze_stages=freeze_stages, rescale=rescale)
-        options.update(device=device, progress=progress, on_row=on_row)
+        options.update(device=device, progress=progress, on_row=on_row, finished=finished)
         return _evaluate_video_run(
             run_dir, recipe, backbone, train, test, data, command, pretrained, **options
         )
@@ -422,6 +453,7 @@ def evaluate_run(
         finetune_options={"rescale": rescale},
         features=(train_feats, test_feats),
         on_row=on_row,
+        finished=finished,
     )
     results["seconds"] = time.perf_counter() - started
     results["run"] = {**_run_info(recipe, data), **pretrained}

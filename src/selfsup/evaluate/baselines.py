@@ -9,7 +9,7 @@ initialised (kNN and linear), and the same architecture trained supervised from 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -115,6 +115,7 @@ def evaluate_backbone(
     finetune_options: dict | None = None,
     features: tuple[torch.Tensor, torch.Tensor] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    finished: Mapping[tuple[str, str, float], dict] | None = None,
 ) -> dict:
     """Accuracy of `backbone` and its baselines at each label fraction, as a JSON-able dict.
 
@@ -125,6 +126,8 @@ def evaluate_backbone(
     fine-tuning and supervised-from-scratch so they always share one budget. `features`:
     the backbone's (train, test) features when the caller already extracted them. `on_row` is
     called with each row as soon as it is measured (selfsup evaluate keeps them on disk).
+    `finished`: rows an interrupted run of the same evaluation measured, by (method, protocol,
+    fraction); they are taken as they are instead of measured again.
     """
     protocols, baselines = tuple(protocols), tuple(baselines)
     fractions = [float(f) for f in fractions]
@@ -136,6 +139,10 @@ def evaluate_backbone(
     rows: list[dict] = []
 
     def record(method: str, protocol: str, f: float, n: int, fn: Callable, *args, **kwargs):
+        if finished and (method, protocol, f) in finished:
+            rows.append(finished[method, protocol, f])
+            log(finished[method, protocol, f])
+            return
         start = time.perf_counter()
         accuracy = float(fn(*args, **kwargs))
         row = {

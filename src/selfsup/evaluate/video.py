@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -251,6 +251,7 @@ def evaluate_video_backbone(
     device: str | torch.device = "cpu",
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
+    finished: Mapping[tuple[str, str, float], dict] | None = None,
 ) -> dict:
     """Multi-label clip classification of `backbone` and its baselines at each label fraction.
     Fine-tuning keeps the first `freeze_stages` stages fixed; with `rescale` it first scales
@@ -259,7 +260,8 @@ def evaluate_video_backbone(
 
     Returns the same shape as `evaluate_backbone` ("rows" of method, protocol, fraction,
     n_labels, accuracy, seconds) with "map" in every row and "metric" naming the accuracy.
-    `on_row` is called with each row as soon as it is measured.
+    `on_row` is called with each row as soon as it is measured; `finished` rows (by method,
+    protocol, fraction) are taken as they are, as in `evaluate_backbone`.
     """
     protocols, baselines = tuple(protocols), tuple(baselines)
     _check(train, test, protocols, baselines)
@@ -285,6 +287,10 @@ def evaluate_video_backbone(
     rows: list[dict] = []
 
     def record(method: str, protocol: str, fraction: float, n: int, fn, *args, **kwargs):
+        if finished and (method, protocol, fraction) in finished:
+            rows.append(finished[method, protocol, fraction])
+            log(finished[method, protocol, fraction])
+            return
         started = time.perf_counter()
         metrics = multilabel_metrics(fn(*args, **kwargs), test_y)
         row = {"method": method, "protocol": protocol, "fraction": fraction, "n_labels": n}

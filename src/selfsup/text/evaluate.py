@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -67,13 +67,15 @@ def evaluate_text_run(
     command: str | None = None,
     progress: bool = True,
     on_row: Callable[[dict], None] | None = None,
+    finished: Mapping[tuple[str, str, float], dict] | None = None,
 ) -> dict:
     """Evaluate a text run; writes metrics.json and report.md into it and returns the results.
 
     `data` is labelled tsv/csv `TRAIN,TEST` (default: the recipe's evaluate.data, else its own
     data when that has labels). Fine-tuning options come from the recipe's `evaluate` mapping
     (batch_size, lr, epochs, max_steps; FINETUNE gives the defaults). `on_row` is called with
-    each classification row as soon as it is measured.
+    each classification row as soon as it is measured; `finished` rows (by method, protocol,
+    fraction) of an interrupted run of the same evaluation are taken as they are.
     """
     from selfsup.runs import load_run_data, note_partial_run, run_backbone
     from selfsup.text.build import trained_text_task
@@ -116,6 +118,7 @@ def evaluate_text_run(
                 device=device,
                 log=log,
                 on_row=on_row,
+                finished=finished,
                 progress=progress,
             )  # fmt: skip
         )
@@ -146,7 +149,7 @@ def _labelled_default(recipe) -> str | None:
 def classification(
     backbone, tokenizer, recipe, data: str, *, protocols, fractions, baselines,
     freeze_stages: int, word2vec, k: int, seed: int, device: str, log, on_row=None,
-    progress: bool = False,
+    finished=None, progress: bool = False,
 ) -> dict:  # fmt: skip
     """Accuracy rows at each label fraction for the backbone and the baselines; `progress`
     shows the steps of each trained row."""
@@ -178,6 +181,12 @@ def classification(
     rows = []
 
     def record(method: str, protocol: str, f: float, n: int, fn, *args, **kwargs) -> None:
+        if finished and (method, protocol, f) in finished:
+            row = finished[method, protocol, f]
+            rows.append(row)
+            accuracy = row["accuracy"]
+            log(f"{method:<12} {protocol:<9} {100 * f:g}% labels ({n}): {accuracy:.3f} (kept)")
+            return
         start = time.perf_counter()
         accuracy = float(fn(*args, **kwargs))
         row = {"method": method, "protocol": protocol, "fraction": f, "n_labels": n,
