@@ -69,6 +69,10 @@ def test_evaluate_section_is_validated():
         Recipe(task="simclr", evaluate={"lr": 0.1}).check()
     with pytest.raises(SelfSupError, match="evaluate.epochs must be a whole number, got 2.5"):
         Recipe(task="mlm", data="text:a.txt", evaluate={"epochs": 2.5}).check()
+    with pytest.raises(SelfSupError, match="tsv:a,b is text data, but simclr learns from image"):
+        Recipe(task="simclr", evaluate={"data": "tsv:a,b"}).check()
+    with pytest.raises(SelfSupError, match="folder:x is image data, but mlm learns from text"):
+        Recipe(task="mlm", data="text:a.txt", evaluate={"data": "folder:x"}).check()
 
 
 def test_text_data_for_an_image_run_names_the_text_tasks(tmp_path):

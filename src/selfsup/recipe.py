@@ -96,6 +96,15 @@ class Recipe:
             )
         for key, value in self.evaluate.items():
             check_value(f"evaluate.{key}", value, EVALUATE_KEYS[key])
+        if self.evaluate.get("data"):
+            from selfsup.text.corpus import is_text_spec
+
+            if is_text_spec(self.evaluate["data"]) != text:
+                kind, given = ("text", "image") if text else ("image", "text")
+                raise SelfSupError(
+                    f"evaluate.data {self.evaluate['data']} is {given} data, but {self.task} "
+                    f"learns from {kind} data: evaluate it on labelled {kind} data"
+                )
         check_backbone_fits_task(self.task, self.backbone)
 
 
