@@ -92,6 +92,16 @@ def test_grayscale_data_is_refused():
         Colorization(backbone, (1, 28, 28))
 
 
+def test_gray_images_stored_as_rgb_are_refused_at_the_first_step(cifar):
+    """A folder of gray scans is read as RGB: 3 channels, but no colour to predict."""
+    task = make_task()
+    gray = cifar.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    with pytest.raises(SelfSupError, match="every pixel of the first batch is gray"):
+        task({"images": gray, "labels": torch.zeros(16), "indices": torch.arange(16)})
+    task({"images": cifar, "labels": torch.zeros(16), "indices": torch.arange(16)})
+    task({"images": gray, "labels": torch.zeros(16), "indices": torch.arange(16)})  # checked once
+
+
 @pytest.mark.parametrize("loss", ["classification", "regression"])
 def test_training_step_on_cifar_is_finite(cifar, loss):
     torch.manual_seed(0)

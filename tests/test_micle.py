@@ -93,12 +93,13 @@ def test_manifest_source_reads_groups_labels_and_splits_by_group(manifest: Path)
     assert torch.equal(again.groups, train.groups) and torch.equal(again.labels, train.labels)
 
 
-def test_group_folder_tree_with_and_without_labels(tmp_path: Path):
+def test_group_folder_tree_with_and_without_labels(tmp_path: Path, capsys):
     for group, count in (("a", 3), ("b", 1), ("c", 2), ("d", 2), ("e", 1), ("f", 1)):
         for k in range(count):
             write_png(tmp_path / "tree" / group / f"{k}.png", 10 * k, 0)
     tree = tmp_path / "tree"
     train = load_images(f"grouped:{tree}", "train")
+    assert "3 of 6 groups" in capsys.readouterr().err  # b, e, f: their positives are views
     assert len(train) == 10 and not train.has_labels and train.image_shape == (3, 32, 32)
     assert train.group_names == ["a", "b", "c", "d", "e", "f"]
     assert train.groups.tolist() == [0, 0, 0, 1, 2, 2, 3, 3, 4, 5]

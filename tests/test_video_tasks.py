@@ -257,6 +257,17 @@ def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
         assert losses[-1] < losses[0]  # starts near log(candidates), learns to pick
 
 
+@pytest.mark.parametrize("make", [FutureFrame, DensePredictiveCoding], ids=["future", "dpc"])
+def test_map_tasks_take_a_vit_whose_map_comes_from_its_tokens(clips, make):
+    torch.manual_seed(0)
+    vit = build_backbone("vit_tiny", in_channels=1, image_size=16, dim=32, depth=1, heads=2)
+    task = make(vit, (1, 16, 16), past=3, future=2)
+    small = F.interpolate(clips[:4].flatten(0, 1), size=16).unflatten(0, (4, 20))
+    loss = task.training_step({"clips": small})["loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
 def test_map_readout_keeps_the_layout_of_the_feature_map():
     torch.manual_seed(0)
     readout = MapReadout(in_channels=16, channels=4, grid=4).eval()

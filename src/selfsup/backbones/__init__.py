@@ -81,7 +81,8 @@ def feature_map(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if side * side != tokens.shape[1]:
             tokens = tokens[:, 1:]  # a class token
             side = math.isqrt(tokens.shape[1])
-        features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+        # Contiguous, as a CNN's map is: the video tasks .view() it (future_frame, dpc).
+        features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side).contiguous()
     return features
 
 

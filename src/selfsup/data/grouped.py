@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.data.base import UNLABELED, ImageDataset
+from selfsup.data.base import UNLABELED, ImageDataset, note
 from selfsup.data.folder import DEFAULT_IMAGE_SIZE, FolderImageDataset, _image_files, _visible
 from selfsup.data.split import stratified_split
 from selfsup.errors import DataError, NoTestSplit
@@ -222,4 +222,14 @@ def load_grouped(path: Path, split: str, image_size: int | None = None) -> Group
         image_size or DEFAULT_IMAGE_SIZE,
         name=f"grouped:{path.name}",
     )
-    return GroupedImageDataset(images, torch.from_numpy(groups[keep]), groups_list)
+    kept = torch.from_numpy(groups[keep])
+    single = int((torch.bincount(kept) == 1).sum())
+    if split == "train" and single:
+        # Such an image's positive is a second view of itself: SimCLR's pair, not MICLe's.
+        used = len(torch.unique(kept))
+        note(
+            f"grouped: {single} of {used} groups in {path} hold a single image; their "
+            "positives are two views of that image"
+            + (" (no group has two: this is SimCLR)" if single == used else "")
+        )
+    return GroupedImageDataset(images, kept, groups_list)

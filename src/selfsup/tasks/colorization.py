@@ -33,6 +33,7 @@ from selfsup.tasks.base import Batch, Task, require_positive
 
 LOSSES = ("classification", "regression")
 AB_SCALE = 100.0  # regression predicts ab / 100, values of order 1
+GRAY_AB = 1.0  # |a|, |b| below this everywhere: gray pixels (rounding leaves ~1e-4)
 
 
 def upsampling_head(in_channels: int, out_channels: int, doublings: int, width: int = 64):
@@ -117,13 +118,14 @@ class Colorization(Task):
         if channels != 3:
             raise SelfSupError(
                 f"colorization needs colour images (3 channels); the data has {channels}; "
-                "use cifar10:DIR or folder:DIR"
+                "use colour data, e.g. cifar10:DIR or folder:DIR of colour images"
             )
         if loss not in LOSSES:
             raise SelfSupError(f"unknown colorization loss {loss!r}; choose one of: {LOSSES}")
         self.loss_kind, self.neighbors, self.sigma = loss, neighbors, sigma
         self.rebalance, self.temperature, self.augment = rebalance, temperature, augment
         self.prior_rate = prior_rate
+        self._colour_seen = False  # checked on the first batch (_check_colour)
         # Derived from `grid`, so it needs no saving; the prior below is learnt and is saved.
         self.register_buffer("bins", gamut_ab_bins(grid), persistent=False)
         num_bins = self.bins.shape[0]
@@ -167,6 +169,17 @@ class Colorization(Task):
         distribution = smooth_distribution(self.prior, self.bins, self.sigma)
         return rebalance_weights(distribution, self.rebalance)
 
+    def _check_colour(self, ab: torch.Tensor) -> None:
+        """Refuse gray images stored as RGB (a folder of scans): their ab targets are all zero,
+        so the task would train without anything to learn. One batch with colour is enough."""
+        if float(ab.abs().amax()) < GRAY_AB:
+            raise SelfSupError(
+                "colorization: every pixel of the first batch is gray, so there is no colour "
+                "to predict; the images are grayscale (stored as RGB): use colour images, or a "
+                "task for gray ones (rotation, simclr, ...)"
+            )
+        self._colour_seen = True
+
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = batch["images"]
         if self.augment:
@@ -174,6 +187,8 @@ class Colorization(Task):
         with torch.autocast(images.device.type, enabled=False):
             lab = rgb_to_lab(images)
         lightness, ab = lab[:, :1], lab[:, 1:]
+        if not self._colour_seen:
+            self._check_colour(ab)
         out = self._logits(lightness)
         ab = F.adaptive_avg_pool2d(ab, out.shape[-2:])  # the colour at the head's resolution
         if self.loss_kind == "regression":

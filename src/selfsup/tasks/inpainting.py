@@ -88,9 +88,13 @@ class Inpainting(Task):
     ) -> None:
         super().__init__(backbone)
         if mask not in MASKS:
-            raise SelfSupError(f"unknown inpainting mask {mask!r}; choose one of: {MASKS}")
+            raise SelfSupError(
+                f"unknown inpainting mask {mask!r}; choose one of: {', '.join(MASKS)}"
+            )
         if loss not in LOSSES:
-            raise SelfSupError(f"unknown inpainting loss {loss!r}; choose one of: {LOSSES}")
+            raise SelfSupError(
+                f"unknown inpainting loss {loss!r}; choose one of: {', '.join(LOSSES)}"
+            )
         self.mask, self.loss = mask, loss
         # "l2" and "adversarial" alone are the paper's ablations: one term with weight 1.
         self.l2_weight = {"l2": 1.0, "adversarial": 0.0}.get(loss, l2_weight)

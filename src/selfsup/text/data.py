@@ -23,6 +23,10 @@ from selfsup.text.tokenizer import TextTokenizer
 CHUNK = 4096  # texts tokenized per call: big enough for the Rust batch encoder, small in memory
 
 
+class TooFewTokens(DataError):
+    """The text is shorter than one packed block."""
+
+
 class Ragged:
     """Variable-length token sequences in one flat int32 tensor; seq i = flat[starts[i]:ends[i]]."""
 
@@ -93,7 +97,7 @@ class PackedText(BatchDataset):
         body = seq_len - 1 if cls_token else seq_len
         n = len(stream) // body
         if n == 0:
-            raise DataError(
+            raise TooFewTokens(
                 f"the corpus has {len(stream)} tokens, fewer than one block of {body}; "
                 "add text or lower text.seq_len"
             )

@@ -19,17 +19,18 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
+from itertools import chain
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from selfsup.errors import SelfSupError
+from selfsup.errors import NoTestSplit, SelfSupError
 from selfsup.evaluate.labels import stratified_subset
 from selfsup.recipe import load_run
 from selfsup.text.build import documents, labeled_splits, text_options, vectors_only_backbone
 from selfsup.text.corpus import language_of, parse_text_spec, read_parallel
-from selfsup.text.data import LabeledText, PackedText, pad
+from selfsup.text.data import LabeledText, PackedText, TooFewTokens, pad
 from selfsup.text.finetune import (
     budget_steps,
     finetune_text,
@@ -125,8 +126,14 @@ def evaluate_text_run(
         results["run"]["eval_data"] = data
     if recipe.task in (*MASKED_TASKS, "clm") and parse_text_spec(recipe.data).kind != "parallel":
         task, _ = trained_text_task(run_dir)
-        results["perplexity"] = heldout_perplexity(task, tokenizer, recipe, device)
-        log(f"held-out perplexity: {results['perplexity']['perplexity']:.2f}")
+        try:
+            results["perplexity"] = heldout_perplexity(task, tokenizer, recipe, device)
+            log(f"held-out perplexity: {results['perplexity']['perplexity']:.2f}")
+        except NoTestSplit as error:
+            # The pretraining data is the run's own business: the table above still stands.
+            note = f"no held-out perplexity: {error}"
+            print(f"note: {note}", file=sys.stderr)
+            results.setdefault("notes", []).append(note)
     retrieval = retrieval or recipe.evaluate.get("retrieval")
     if retrieval:
         results["retrieval"] = retrieval_accuracy(backbone, tokenizer, retrieval, device)
@@ -260,9 +267,23 @@ def heldout_perplexity(task, tokenizer, recipe, device: str = "cpu", max_blocks:
     BERT-masked tokens (15%, 80/10/10, fixed seed) for an encoder ("masked-LM perplexity")."""
     opts, spec = text_options(recipe), parse_text_spec(recipe.data)
     causal = bool(getattr(task.backbone, "causal", False))
-    blocks = PackedText.build(
-        documents(spec, "test", opts), tokenizer, int(opts["seq_len"]), cls_token=not causal
-    ).blocks[:max_blocks]
+    seq_len = int(opts["seq_len"])
+    try:
+        held_out = documents(spec, "test", opts)
+    except NoTestSplit:
+        raise NoTestSplit(f"the run's data {recipe.data} has no held-out file") from None
+    first = next(held_out, None)
+    if first is None:  # e.g. a plain-text file of one document: its held-out 10% is empty
+        raise NoTestSplit(f"the run's data {recipe.data} has no held-out documents")
+    try:
+        blocks = PackedText.build(
+            chain([first], held_out), tokenizer, seq_len, cls_token=not causal
+        ).blocks[:max_blocks]
+    except TooFewTokens:
+        raise NoTestSplit(
+            f"the held-out part of the run's data {recipe.data} is shorter than one block of "
+            f"text.seq_len={seq_len} tokens"
+        ) from None
     task = task.to(device).eval()
     total, count = 0.0, 0
     generator_state = torch.get_rng_state()
