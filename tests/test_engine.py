@@ -347,6 +347,8 @@ def test_two_cpu_processes_ddp_pretrain(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(load_checkpoint(out / CHECKPOINT)["step"]) == 3
+    assert result.stdout.count("pretrained simclr") == 1  # said once, by rank 0
+    assert (out / "backbone" / "backbone.json").is_file()
 
 
 @pytest.mark.parametrize("task", ["rotation", "npid"])

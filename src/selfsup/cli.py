@@ -339,6 +339,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         download=args.download,
         progress=not args.no_progress,
     )
+    if summary.get("rank", 0) != 0:
+        return  # under DDP, rank 0 says how it went
     if summary["start_step"] == summary["steps"]:
         print(f"{out} is already complete ({summary['steps']} steps)\nnext: {summary['next']}")
         return

@@ -520,6 +520,7 @@ def pretrain(
         "seconds": seconds,
         "images_per_second": images_seen / max(seconds, 1e-9),
         "final_loss": last_logs.get("loss"),
+        "rank": rank,  # under DDP every process returns; only rank 0 reports and exports
     }
 
 

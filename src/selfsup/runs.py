@@ -223,12 +223,14 @@ def pretrain_run(
         raise
     from selfsup.backbones import save_backbone
 
+    summary["next"] = _next_command(out_dir, saved, dataset)
+    if summary.get("rank", 0) != 0:
+        return summary  # under DDP the weights are the same on every rank: rank 0 exports
     save_backbone(
         task.backbone,
         out_dir / BACKBONE_DIR,
         extra={"task": recipe.task, "data": saved.data, "steps": summary["steps"]},
     )
-    summary["next"] = _next_command(out_dir, saved, dataset)
     return summary
 
 
