@@ -179,3 +179,22 @@ def test_tokenizer_training_is_reproducible(shakespeare):
     va, vb = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
     assert len(set(va) ^ set(vb)) <= 8
     assert all(va[t] == vb[t] for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"))
+
+
+def test_csv_quoted_newlines_byte_order_marks_and_physical_line_numbers(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_bytes(
+        '\ufefftext,label\r\n"first line\r\nsecond, line",a\r\n"single",b\r\n'.encode()
+    )
+    texts, labels = read_table(path, ",")  # the BOM is not part of the first column's name
+    assert texts == ["first line\r\nsecond, line", "single"] and labels == ["a", "b"]
+    path.write_text('text,label\n"one\ntwo\nthree",a\nfine, really,b\n')
+    with pytest.raises(DataError, match=r"q\.csv line 5 has 3 fields"):
+        read_table(path, ",")
+    gz = tmp_path / "b.tsv.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write("\ufeffsentence\tlabel\ngood\t1\n".encode())
+    assert read_table(gz, "\t") == (["good"], ["1"])
+    plain = tmp_path / "bom.txt"
+    plain.write_bytes("\ufeffHello\n".encode())
+    assert list(iter_documents(plain)) == [["Hello"]]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
-from selfsup.errors import SelfSupError
+from selfsup.errors import NoTestSplit, SelfSupError
 from selfsup.recipe import Recipe
 from selfsup.runs import evaluate_run, pretrain_run
 
@@ -140,6 +140,12 @@ def test_tlm_retrieval_and_cli(shared_data, tmp_path, capsys):
     assert all(name in listed for name in ("mlm ", "nsp ", "mlm+nsp", "clm ", "tlm ", "word2vec"))
     assert main(["generate", str(run)]) == 2  # a tlm run cannot generate: one-line error
     assert "not a clm run" in capsys.readouterr().err
+    test_fr = tmp_path / "t.fr.gz"
+    test_fr.write_bytes(test_de.read_bytes())
+    code = main(["evaluate", str(run), "--retrieval", f"parallel:{test_en},{test_fr}",
+                 "--no-progress"])  # fmt: skip
+    assert code == 2  # no silent fallback to another language's embedding
+    assert "knows languages en, de, not 'fr'" in capsys.readouterr().err
 
 
 def test_a_transformer_can_start_from_a_word2vec_runs_tokenizer_and_vectors(sst2_slice, tmp_path):
@@ -260,3 +266,60 @@ def test_unlabelled_text_run_says_the_table_needs_labels_and_embed_keeps_labels(
     rows = [line.split("\t") for line in names.read_text().splitlines()[1:]]
     labels = [line.split("\t")[1] for line in Path(dev_path).read_text().splitlines()[1:]]
     assert counts == {"test": 200} and [row[2] for row in rows] == labels
+
+
+def test_a_run_whose_data_has_no_held_out_part_is_evaluated_without_perplexity(
+    sst2_slice, tmp_path, capsys
+):
+    from selfsup.runs import embed_run
+    from selfsup.text.build import trained_text_task
+    from selfsup.text.evaluate import heldout_perplexity
+
+    train_path = sst2_slice.removeprefix("tsv:").split(",")[0]
+    run = _run("mlm", f"tsv:{train_path}", tmp_path / "mlm")
+    results = evaluate_run(
+        run, data=sst2_slice, fractions=(0.1,), protocols=("linear",), baselines=("raw",),
+        progress=False,
+    )  # fmt: skip
+    assert len(results["rows"]) == 2 and "perplexity" not in results
+    assert "no held-out perplexity" in capsys.readouterr().err
+    assert "no held-out file" in (run / "report.md").read_text()
+    # A plain-text file of one document has an empty held-out 10%.
+    one_doc = tmp_path / "one.txt"
+    one_doc.write_text("a single document\nof two lines\n")
+    task, tokenizer = trained_text_task(run)
+    recipe = Recipe.from_dict({"task": "mlm", "data": f"text:{one_doc}", "text": {"seq_len": 32}})
+    with pytest.raises(NoTestSplit, match="no held-out documents"):
+        heldout_perplexity(task, tokenizer, recipe)
+    # embed keeps a row with empty text, so each row's index is its row in the table.
+    table = tmp_path / "gaps.tsv"
+    table.write_text("sentence\tlabel\ngood fun\t1\n\t0\ndull\t0\n")
+    _, names, counts = embed_run(run, f"tsv:{table}", tmp_path / "e.npy", split="train")
+    rows = [line.split("\t") for line in names.read_text().splitlines()[1:]]
+    assert counts == {"train": 3} and [(r[1], r[2]) for r in rows] == [
+        ("0", "1"), ("1", "0"), ("2", "0")
+    ]  # fmt: skip
+
+
+def test_evaluation_leaves_out_rows_without_labels_and_names_the_runs_columns(
+    sst2_slice, tmp_path, capsys
+):
+    from selfsup.text.build import labeled_splits, text_options
+    from selfsup.text.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["good fun", "dull film"] * 20, "wordpiece", vocab_size=200)
+    recipe = Recipe.from_dict({"task": "mlm", "data": sst2_slice, "text": {"seq_len": 32}})
+    train, test = tmp_path / "tr.tsv", tmp_path / "te.tsv"
+    train.write_text("sentence\tlabel\ngood fun\t1\nmeh\t\ndull film\t0\nok\t \n")
+    test.write_text("sentence\tlabel\ngood\t1\nunlabelled\t\n")
+    backbone = torch.nn.Module()
+    a, b = labeled_splits(f"tsv:{train},{test}", recipe, tokenizer, backbone)
+    assert a.raw == ["good fun", "dull film"] and a.classes == ["0", "1"] and b.raw == ["good"]
+    assert a.notes == (f"{train}: left out 2 row(s) with an empty label",)
+    assert b.notes == (f"{test}: left out 1 row(s) with an empty label",)
+    train.write_text("body\tlabel\ngood\t1\n")
+    with pytest.raises(SelfSupError, match=r"has no text column .*column names from its recipe.*"
+                       r"set at pretraining\), so name this table's columns") as error:  # fmt: skip
+        labeled_splits(f"tsv:{train},{test}", recipe, tokenizer, backbone)
+    assert "set text.text_column" not in str(error.value)
+    assert text_options(recipe)["text_column"] is None

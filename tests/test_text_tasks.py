@@ -232,3 +232,27 @@ def test_interrupted_text_run_resumes_to_the_same_weights(shared_data, tmp_path,
     a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["task"]
     b = load_checkpoint(resumed / CHECKPOINT)["task"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "backbone", "match"),
+    [
+        ("mlm", {"seq_len": 1}, {}, "at least 2 for task mlm; got 1"),
+        ("clm", {"seq_len": 0}, {}, "at least 2"),
+        ("nsp", {"seq_len": 4}, {}, "at least 5 for task nsp"),
+        ("mlm", {"seq_len": 64}, {"max_len": 32}, "longer than backbone_options.max_len=32"),
+        ("mlm", {"lowercase": "maybe"}, {}, "text.lowercase must be true or false"),
+        ("mlm", {"limit": -5}, {}, "text.limit must be a whole number of at least 1"),
+        ("mlm", {"limit": 0}, {}, "text.limit must be a whole number of at least 1"),
+    ],
+)
+def test_bad_text_options_are_one_line_errors_at_start_up(task, text, backbone, match, tmp_path):
+    from selfsup.errors import SelfSupError
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one line\ntwo lines\n\nanother document\nand more\n")
+    recipe = _recipe(task, f"text:{corpus}", **text)
+    recipe.backbone_options.update(backbone)
+    with pytest.raises(SelfSupError, match=match) as error:
+        pretrain_run(recipe, tmp_path / "run", progress=False)
+    assert "\n" not in str(error.value) and not (tmp_path / "run").exists()

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from selfsup.errors import NoTestSplit, SelfSupError
+from selfsup.errors import DataError, NoTestSplit, SelfSupError
 from selfsup.text.corpus import (
+    LABEL_COLUMNS,
+    TEXT_COLUMNS,
+    MissingColumn,
     TextSpec,
     iter_table,
     language_of,
@@ -53,7 +57,38 @@ def text_options(recipe) -> dict[str, Any]:
             "text option freeze_word_vectors keeps word2vec's vectors fixed; name the word2vec "
             "run with text option word_vectors too"
         )
+    _check_options(options, recipe)
     return options
+
+
+# The shortest text.seq_len each data format can hold: a packed block needs an input and a
+# target ([CLS] and a token for an encoder); an NSP pair is [CLS] A [SEP] B [SEP]; a TLM pair
+# gives each side half, less its [CLS] and [SEP].
+MIN_SEQ_LEN = {"packed": 2, "pairs": 5, "parallel": 6}
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_options(options: dict[str, Any], recipe) -> None:
+    """Bad values as one-line errors at start-up, not tracebacks at the first step."""
+    from selfsup.tasks import TEXT_TASKS, task_class
+
+    seq_len, limit, lowercase = options["seq_len"], options["limit"], options["lowercase"]
+    fmt = getattr(task_class(recipe.task), "data_format", "packed")
+    least = MIN_SEQ_LEN.get(fmt, 2) if recipe.task in TEXT_TASKS else 2
+    if not _whole(seq_len) or seq_len < least:
+        raise SelfSupError(
+            f"text.seq_len must be a whole number of tokens, at least {least} for task "
+            f"{recipe.task}; got {seq_len!r}"
+        )
+    if lowercase is not None and not isinstance(lowercase, bool):
+        raise SelfSupError(f"text.lowercase must be true or false (or null), got {lowercase!r}")
+    if limit is not None and (not _whole(limit) or limit < 1):
+        raise SelfSupError(
+            f"text.limit must be a whole number of at least 1 (or null for all), got {limit!r}"
+        )
 
 
 def documents(spec: TextSpec, split: str, opts: dict[str, Any]) -> Iterator[list[str]]:
@@ -132,12 +167,46 @@ def labeled_text(
     if parsed.kind not in ("tsv", "csv"):
         raise SelfSupError(f"labelled text must be tsv:TRAIN,TEST or csv:TRAIN,TEST, got {spec}")
     path = _table_path(parsed, split)
-    texts, labels = read_table(
-        path, "\t" if parsed.kind == "tsv" else ",", opts["text_column"], opts["label_column"]
-    )
+    with run_columns(opts):
+        texts, labels = read_table(
+            path, "\t" if parsed.kind == "tsv" else ",", opts["text_column"], opts["label_column"]
+        )
     if labels is None:
-        raise SelfSupError(f"{path} has no label column; set text.label_column or add one")
-    return LabeledText.build(texts, labels, tokenizer, max_len, encoder, classes)
+        raise MissingColumn(
+            f"{path} has no label column (looked for {', '.join(LABEL_COLUMNS)})",
+            run_columns_fix(opts),
+        )
+    # An empty cell is a missing label, not a class named "".
+    kept = [i for i, label in enumerate(labels) if label]
+    notes = []
+    if len(kept) < len(labels):
+        notes.append(f"{path}: left out {len(labels) - len(kept)} row(s) with an empty label")
+        texts, labels = [texts[i] for i in kept], [labels[i] for i in kept]
+        if not kept:
+            raise DataError(f"{path} has no row with a label; fill in its label column")
+    data = LabeledText.build(texts, labels, tokenizer, max_len, encoder, classes)
+    data.notes = tuple(notes)
+    return data
+
+
+def run_columns_fix(opts: dict[str, Any]) -> str:
+    """The fix for a missing column of a table read for a trained run, whose column names are
+    fixed by its recipe: evaluate and embed take no text options."""
+    text = opts["text_column"] or "/".join(TEXT_COLUMNS)
+    label = opts["label_column"] or "/".join(LABEL_COLUMNS)
+    return (
+        f"the run reads column names from its recipe (text.text_column / text.label_column, "
+        f"set at pretraining), so name this table's columns {text} and {label}"
+    )
+
+
+@contextmanager
+def run_columns(opts: dict[str, Any]) -> Iterator[None]:
+    """Missing-column errors with the fix that suits a trained run (run_columns_fix)."""
+    try:
+        yield
+    except MissingColumn as error:
+        raise MissingColumn(error.problem, run_columns_fix(opts)) from None
 
 
 def labeled_splits(
@@ -207,7 +276,15 @@ def prepare_text(recipe, run_dir: Path | None) -> tuple[TextTokenizer, Any]:
     cls = task_class(recipe.task)
     if recipe.backbone == "small_cnn":  # the image default: the text backbone the task needs
         recipe.backbone = "word_vectors" if recipe.task == "word2vec" else "transformer"
-    vectors_run = text_options(recipe)["word_vectors"]
+    options = text_options(recipe)
+    vectors_run, seq_len = options["word_vectors"], options["seq_len"]
+    max_len = recipe.backbone_options.get("max_len")
+    # Checked here, before the tokenizer is trained, not at the first step.
+    if recipe.backbone == "transformer" and isinstance(max_len, int) and seq_len > max_len:
+        raise SelfSupError(
+            f"text.seq_len={seq_len} is longer than backbone_options.max_len={max_len}, the "
+            "longest sequence the Transformer takes; lower text.seq_len or raise max_len"
+        )
     if run_dir is not None:
         tokenizer = load_tokenizer(run_dir)
     elif vectors_run:

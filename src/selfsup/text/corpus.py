@@ -17,6 +17,7 @@ import csv
 import gzip
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,15 @@ TEXT_SPECS: dict[str, str] = {
 TEST_FRACTION = 0.1  # plain text has no split of its own: the last 10% of documents is held out
 TEXT_COLUMNS = ("sentence", "text", "review", "content")
 LABEL_COLUMNS = ("label", "labels", "class", "target")
+
+
+class MissingColumn(DataError):
+    """A table lacks the text or label column asked for; `problem` is the message without
+    its fix, so a caller that cannot take the fix (evaluate, embed) can give its own."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
 
 
 @dataclass
@@ -59,22 +69,47 @@ def parse_text_spec(spec: str) -> TextSpec:
     return TextSpec(kind, paths)
 
 
-def open_text(path: str | Path) -> io.TextIOBase:
-    """A text stream over a plain or gzip file, strict UTF-8 with a clear error on bad bytes."""
+def open_text(path: str | Path, newline: str | None = None) -> io.TextIOBase:
+    """A text stream over a plain or gzip file, strict UTF-8 with a clear error on bad bytes.
+    utf-8-sig: editors on Windows start files with a byte-order mark, which is not text."""
     path = Path(path)
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline=newline)
 
 
-def _lines(path: Path) -> Iterator[str]:
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Decoding and gzip failures as one-line DataErrors."""
     try:
-        with open_text(path) as f:
-            for line in f:
-                yield line.rstrip("\n")
+        yield
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text ({error.reason}); convert it first") from None
     except (OSError, EOFError) as error:
         raise DataError(f"{path} could not be read ({error}); is it a corrupt .gz?") from None
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with _reading(path), open_text(path) as f:
+        for line in f:
+            yield line.rstrip("\n")
+
+
+def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(physical line the record starts on, fields) per record of a tsv/csv file."""
+    if delimiter == "\t":
+        # TSV files such as GLUE's are unquoted: quotes are text, not field delimiters, and a
+        # record is a line.
+        with _reading(path):
+            reader = csv.reader(_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE)
+            yield from enumerate(reader, start=1)
+        return
+    # CSV quotes may hold newlines: csv reads the stream itself (newline="", as its docs ask).
+    with _reading(path), open_text(path, newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        start = 1
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
 
 
 def iter_documents(path: str | Path) -> Iterator[list[str]]:
@@ -109,8 +144,9 @@ def _pick(header: list[str], wanted: str | None, defaults: tuple[str, ...], path
     lowered = [h.strip().lower() for h in header]
     if wanted is not None:
         if wanted.lower() not in lowered:
-            raise DataError(
-                f"{path} has no {what} column {wanted!r}; its columns are {', '.join(header)}"
+            raise MissingColumn(
+                f"{path} has no {what} column {wanted!r}; its columns are {', '.join(header)}",
+                f"set text.{what}_column to one of them",
             )
         return lowered.index(wanted.lower())
     for name in defaults:
@@ -126,21 +162,20 @@ def iter_table(
     label_column: str | None = None,
 ) -> Iterator[tuple[str, str | None]]:
     """(text, raw label or None) per row of a table with a header, streamed."""
-    # TSV files such as GLUE's are unquoted: quotes are text, not field delimiters.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(_lines(path), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
+    records = _records(path, delimiter)
+    header = next(records, (1, None))[1]
     if not header:
         raise DataError(f"{path} is empty; a table needs a header line and rows")
     text_i = _pick(header, text_column, TEXT_COLUMNS, path, "text")
     if text_i is None:
-        raise DataError(
+        raise MissingColumn(
             f"{path} has no text column (looked for {', '.join(TEXT_COLUMNS)}); its columns are "
-            f"{', '.join(header)}; set text.text_column"
+            f"{', '.join(header)}",
+            "set text.text_column",
         )
     label_i = _pick(header, label_column, LABEL_COLUMNS, path, "label")
     rows = 0
-    for n, row in enumerate(reader, start=2):
+    for n, row in records:
         if not row:
             continue
         while len(row) > len(header) and not row[-1]:

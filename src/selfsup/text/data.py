@@ -255,6 +255,7 @@ class LabeledText(BatchDataset):
     the final token)."""
 
     name = "labelled text"
+    notes: tuple[str, ...] = ()  # what reading the table left out, for the evaluation's report
 
     def __init__(self, texts: Ragged, labels: torch.Tensor, classes: list[str], raw: list[str]):
         self.texts, self._labels, self.classes, self.raw = texts, labels, classes, raw

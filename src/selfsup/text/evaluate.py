@@ -92,6 +92,9 @@ def evaluate_text_run(
         "seed": seed,
     }  # fmt: skip
     log = print if progress else (lambda *_: None)
+    retrieval = retrieval or recipe.evaluate.get("retrieval")
+    if retrieval:
+        retrieval_languages(tokenizer, retrieval)  # before the slow work
     data = data or recipe.evaluate.get("data") or _labelled_default(recipe)
     if not data:
         # Without labelled data --labels and --protocol have nothing to act on; say so rather
@@ -134,7 +137,6 @@ def evaluate_text_run(
             note = f"no held-out perplexity: {error}"
             print(f"note: {note}", file=sys.stderr)
             results.setdefault("notes", []).append(note)
-    retrieval = retrieval or recipe.evaluate.get("retrieval")
     if retrieval:
         results["retrieval"] = retrieval_accuracy(backbone, tokenizer, retrieval, device)
         log(f"retrieval: {results['retrieval']}")
@@ -164,6 +166,9 @@ def classification(
     from selfsup.evaluate.knn import knn_accuracy
 
     train, test = labeled_splits(data, recipe, tokenizer, backbone)
+    notes = [*train.notes, *test.notes]
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if "vectors_only" in baselines:  # built (and checked) before any slow work
         vectors_only = vectors_only_backbone(backbone, recipe, seed)
     if protocols is None:
@@ -244,6 +249,7 @@ def classification(
         "feature_dim": backbone.feature_dim,
         "num_classes": num_classes,
         "finetune": ft,
+        **({"notes": notes} if notes else {}),
     }
 
 
@@ -318,6 +324,7 @@ def sentence_embeddings(
 ) -> torch.Tensor:
     """L2-normalised mean of the final hidden states over each sentence's real tokens, with the
     sentence's language embedding (XLM's sentence representation for retrieval)."""
+    _check_language(tokenizer, lang)
     data = LabeledText.build(texts, None, tokenizer, backbone.max_len, encoder=True)
     lang_id = tokenizer.langs.index(lang) if lang in tokenizer.langs else 0
     backbone = backbone.to(device).eval()
@@ -329,14 +336,31 @@ def sentence_embeddings(
     return torch.cat(out)
 
 
-def retrieval_accuracy(backbone, tokenizer, spec: str, device: str = "cpu") -> dict:
-    """Cross-lingual sentence retrieval on parallel:A,B: for each sentence, is its nearest
-    neighbour (cosine) among the other language's sentences its translation? Both directions."""
+def _check_language(tokenizer, lang: str | None) -> None:
+    if tokenizer.langs and lang not in tokenizer.langs:
+        # Another language's embedding would make the retrieval score meaningless.
+        raise SelfSupError(
+            f"retrieval: the run knows languages {', '.join(tokenizer.langs)}, not {lang!r}; "
+            "give parallel files in those languages (named like X.en.gz)"
+        )
+
+
+def retrieval_languages(tokenizer, spec: str) -> tuple[str, str]:
+    """The two languages of a parallel:A,B retrieval spec, checked against the run's."""
     parsed = parse_text_spec(spec)
     if parsed.kind != "parallel":
         raise SelfSupError(f"retrieval needs parallel:A,B data, got {spec}")
-    left, right = read_parallel(*parsed.paths)
-    a_lang, b_lang = (language_of(p) for p in parsed.paths)
+    langs = (language_of(parsed.paths[0]), language_of(parsed.paths[1]))
+    for lang in langs:
+        _check_language(tokenizer, lang)
+    return langs
+
+
+def retrieval_accuracy(backbone, tokenizer, spec: str, device: str = "cpu") -> dict:
+    """Cross-lingual sentence retrieval on parallel:A,B: for each sentence, is its nearest
+    neighbour (cosine) among the other language's sentences its translation? Both directions."""
+    a_lang, b_lang = retrieval_languages(tokenizer, spec)
+    left, right = read_parallel(*parse_text_spec(spec).paths)
     a = sentence_embeddings(backbone, tokenizer, left, a_lang, device)
     b = sentence_embeddings(backbone, tokenizer, right, b_lang, device)
     sim = a @ b.T
@@ -356,9 +380,9 @@ def embed_texts(
 ) -> tuple[torch.Tensor, list[str]]:
     """`selfsup embed` for text runs: (features of every text of a split of a tsv/csv/text
     spec, in order; each text's label, "" where it has none). Plain text gives one row per
-    non-empty line of the split's documents; a table one per row with text."""
+    non-empty line of the split's documents; a table one per data row, in order."""
     from selfsup.runs import run_backbone
-    from selfsup.text.build import _table_path
+    from selfsup.text.build import _table_path, run_columns
     from selfsup.text.corpus import iter_table
 
     recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
@@ -367,11 +391,12 @@ def embed_texts(
     if parsed.kind == "parallel":
         raise SelfSupError("embed takes text:PATH, tsv:PATH or csv:PATH, not parallel data")
     if parsed.kind in ("tsv", "csv"):
-        # The rows `documents` reads (a table row with text is one document), with labels.
+        # Every row, an empty text too: a row's index in the .rows.tsv is its row in the table.
         delimiter = "\t" if parsed.kind == "tsv" else ","
         path = _table_path(parsed, split)
         table = iter_table(path, delimiter, opts["text_column"], opts["label_column"])
-        rows = [(text, label or "") for text, label in table if text]
+        with run_columns(opts):
+            rows = [(text, label or "") for text, label in table]
         texts, labels = [text for text, _ in rows], [label for _, label in rows]
     else:
         texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
