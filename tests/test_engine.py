@@ -379,3 +379,8 @@ def test_resume_on_data_of_another_size(tmp_path, capsys, task):
     summary = pretrain(again, later, tmp_path / "run", config, resume=True, progress=False)
     assert summary["start_step"] == 3 and summary["steps"] == 6
     assert "the run began with 300 samples, the data now has 400" in capsys.readouterr().err
+
+
+def test_too_small_a_dataset_names_what_it_counts():
+    with pytest.raises(SelfSupError, match="has 3 sequences, fewer than one batch of 8"):
+        BatchOrder(3, 8, seed=0, unit="sequences")

@@ -149,12 +149,20 @@ class BatchOrder:
     so every step has the same shape (BatchNorm and the contrastive losses want that).
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        unit: str = "images",
+    ) -> None:
         self.per_rank = size // world
         self.steps_per_epoch = self.per_rank // batch_size
         if self.steps_per_epoch < 1:
             raise SelfSupError(
-                f"the dataset has {size} images, fewer than one batch of {batch_size} on each of "
+                f"the dataset has {size} {unit}, fewer than one batch of {batch_size} on each of "
                 f"{world} device(s); lower --batch-size"
             )
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
@@ -342,12 +350,12 @@ def pretrain(
     *,
     resume: bool = False,
     progress: bool = True,
-    unit: str = "img",
+    unit: str = "images",
 ) -> dict:
     """Train `task` on `dataset`, writing checkpoints and metrics under `out_dir`.
 
-    `unit` names one sample of a batch on the progress bar (img, clips, seq); the metrics
-    key stays images_per_second whatever it counts.
+    `unit` names one sample of a batch on the progress bar and in messages (images, clips,
+    sequences); the metrics key stays images_per_second whatever it counts.
     Returns a summary {"steps", "start_step", "seconds", "images_per_second", "final_loss"}
     (start_step: where this call began, > 0 when it resumed). With
     resume=True the run continues from out_dir/checkpoints/last.pt, including the optimizer,
@@ -409,7 +417,7 @@ def pretrain(
     model, optimizer = fabric.setup(task, optimizer)
     model.train()
 
-    order = BatchOrder(len(dataset), config.batch_size, config.seed, rank, world)
+    order = BatchOrder(len(dataset), config.batch_size, config.seed, rank, world, unit)
     metrics_path = out_dir / "metrics.jsonl"
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -130,7 +130,11 @@ def fit_tokenizer(recipe, causal: bool) -> TextTokenizer:
         left, right = parallel_pairs(spec, opts)
         langs = [language_of(p) for p in spec.paths]
         if langs[0] == langs[1]:
-            raise SelfSupError(f"parallel files {spec.paths} are both language {langs[0]!r}")
+            names = " and ".join(str(path) for path in spec.paths)
+            raise SelfSupError(
+                f"parallel files {names} are both language {langs[0]!r}; name them by their "
+                "language (train.en.gz, train.de.gz)"
+            )
         texts: Any = iter(left + right)
     else:
         texts = (s for doc in documents(spec, "train", opts) for s in doc)
