@@ -20,7 +20,7 @@ from selfsup.engine import (
     kept_checkpoint,
     load_checkpoint,
 )
-from selfsup.errors import SelfSupError
+from selfsup.errors import Interrupted, SelfSupError
 from selfsup.optim import make_optimizer
 from selfsup.recipe import Recipe, load_run
 from selfsup.runs import pretrain_run, run_backbone
@@ -106,9 +106,13 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path, monke
             signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(SimCLR, "after_optimizer_step", interrupt_at_5)
-    with pytest.raises(SelfSupError, match="--resume"):
+    with pytest.raises(Interrupted, match="--resume"):
         pretrain_run(tiny_recipe(steps=8), tmp_path / "resumed", progress=False)
     assert int(load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"]) == 5
+    from selfsup.cli import main  # the shell's status for Ctrl-C, though the steps were saved
+
+    assert main(["pretrain", "--recipe", str(tmp_path / "resumed" / "run.yaml"), "--out",
+                 str(tmp_path / "cli"), "--no-progress"]) == 130  # fmt: skip
     monkeypatch.setattr(SimCLR, "after_optimizer_step", original)
 
     pretrain_run(load_run(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)

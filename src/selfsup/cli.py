@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from selfsup import __version__
-from selfsup.errors import SelfSupError
+from selfsup.errors import Interrupted, SelfSupError
 
 # Flags that map 1:1 onto TrainConfig fields (type, help).
 TRAIN_FLAGS: dict[str, tuple[type, str]] = {
@@ -454,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_tasks()
         elif args.command == "demo":
             _cmd_demo(args)
+    except Interrupted as error:  # the shell's status for Ctrl-C, as when nothing was saved
+        print(f"selfsup: {error}", file=sys.stderr)
+        return 130
     except SelfSupError as error:
         print(f"selfsup: error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from selfsup.data.base import BatchDataset, ImageDataset, TensorImageDataset
-from selfsup.errors import DataError, SelfSupError
+from selfsup.errors import DataError, Interrupted, SelfSupError
 from selfsup.optim import OPTIMIZERS, make_optimizer, warmup_cosine
 from selfsup.tasks.base import Task
 
@@ -502,7 +502,7 @@ def pretrain(
             if stop.requested and step < config.steps:
                 # Weights are consistent between steps: keep them so --resume loses nothing.
                 save(step)
-                raise SelfSupError(
+                raise Interrupted(
                     f"interrupted at step {step}/{config.steps}; checkpoint saved, continue "
                     f"with `selfsup pretrain --resume {out_dir}`"
                 )

@@ -11,3 +11,7 @@ class DataError(SelfSupError, ValueError):
 
 class NoTestSplit(DataError):
     """The source is all training data (a flat folder, unlabelled clips): it has no test split."""
+
+
+class Interrupted(SelfSupError):
+    """Ctrl-C or SIGTERM stopped training between steps, after saving them (exit status 130)."""
