@@ -404,6 +404,10 @@ def pretrain(
     task.channels_last = channels_last
     if channels_last:
         task.to(memory_format=torch.channels_last)
+    # On its device before the optimizer exists: load_state_dict puts a resumed optimizer's
+    # state (Adam's moments, momentum buffers) beside the parameters, and Fabric's setup
+    # would move only the parameters.
+    task.to(device)
     optimizer = make_optimizer(
         task, config.optimizer, config.lr, config.weight_decay, config.momentum
     )
@@ -415,6 +419,9 @@ def pretrain(
         scheduler.load_state_dict(checkpoint["scheduler"])
         _restore_rng(checkpoint["rng"])
     model, optimizer = fabric.setup(task, optimizer)
+    if checkpoint is not None and checkpoint.get("precision"):
+        # 16-mixed: the gradient scaler's current scale, so the resumed steps are the same.
+        fabric.strategy.precision.load_state_dict(checkpoint["precision"])
     model.train()
 
     order = BatchOrder(len(dataset), config.batch_size, config.seed, rank, world, unit)
@@ -433,6 +440,7 @@ def pretrain(
                     "step": step,
                     "dataset_size": len(dataset),
                     "rng": _rng_states(),
+                    "precision": fabric.strategy.precision.state_dict(),
                     "config": asdict(config),
                 },
                 out_dir / CHECKPOINT,
