@@ -36,6 +36,17 @@ def make(name: str, images: torch.Tensor, **options):
     return task_class(name)(backbone, (channels, size, size), **options)
 
 
+def test_byol_blurs_its_two_views_asymmetrically_where_blur_applies():
+    big = BYOL(build_backbone("small_cnn", in_channels=3, image_size=64, width=8), (3, 64, 64))
+    assert (big.augment.blur_p, big.augment_target.blur_p) == (1.0, 0.1)  # Grill et al.
+    assert (big.augment.solarize_p, big.augment_target.solarize_p) == (0.0, 0.2)
+    small = BYOL(build_backbone("small_cnn", in_channels=3, image_size=32, width=8), (3, 32, 32))
+    assert small.augment.blur_p == small.augment_target.blur_p == 0.0  # CIFAR: no blur
+    chosen = BYOL(build_backbone("small_cnn", in_channels=3, image_size=64, width=8), (3, 64, 64),
+                  augment={"blur_p": 0.3})  # fmt: skip
+    assert chosen.augment.blur_p == chosen.augment_target.blur_p == 0.3
+
+
 def test_cosine_momentum_schedule_goes_from_base_to_one():
     assert cosine_momentum(0.99, 0, 100) == pytest.approx(0.99)
     assert cosine_momentum(0.99, 50, 100) == pytest.approx(0.995)

@@ -10,8 +10,9 @@ moving target are what keep the representation from collapsing to a constant.
 Momentum follows the paper's schedule, tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, from
 tau_base (0.99 by default, as in the paper's ImageNet runs; short runs need a target that moves
 at all) to 1 at the last step. The two views use the paper's asymmetric augmentation where it
-applies at this size: the second view is solarized with probability 0.2 (blur is dropped for
-images of at most 32 px, as in SimCLR's CIFAR recipe).
+applies at this size: the second view is solarized with probability 0.2, and above 32 px the
+first is always blurred and the second with probability 0.1 (blur is dropped for images of at
+most 32 px, as in SimCLR's CIFAR recipe).
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ class BYOL(Task):
         self.augment = views_from(augment, simclr_augment(height, channels))
         self.augment_target = self.augment
         if isinstance(self.augment, ViewAugment):
-            self.augment_target = dataclasses.replace(self.augment, solarize_p=0.2)
+            target = {"solarize_p": 0.2}
+            if augment is None and self.augment.blur_p > 0:
+                # Where blur applies (above 32 px): the paper's 1.0 for one view, 0.1 for the
+                # other. Views the user set are left as set.
+                self.augment = dataclasses.replace(self.augment, blur_p=1.0)
+                target["blur_p"] = 0.1
+            self.augment_target = dataclasses.replace(self.augment, **target)
         self.base_momentum = base_momentum
         self.projector = projection_head(backbone.feature_dim, hidden_dim, projection_dim)
         self.predictor = projection_head(projection_dim, hidden_dim, projection_dim)
