@@ -24,7 +24,7 @@ TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "momentum": (float, "sgd / lars momentum, adamw beta1 (default 0.9)"),
     "warmup_steps": (int, "linear warmup steps before the cosine decay (default 5%% of steps)"),
     "precision": (str, "32, bf16-mixed or 16-mixed (default 32)"),
-    "accelerator": (str, "cpu, cuda or auto (default auto)"),
+    "accelerator": (str, "auto, cpu, cuda (or gpu) or mps (default auto)"),
     "devices": (int, "devices per node; >1 runs DDP (gloo on CPU)"),
     "num_nodes": (int, "nodes for multi-node DDP (launch with torchrun, see docs/engine.md)"),
     "checkpoint_every": (int, "write checkpoints/last.pt every N steps (default 500)"),
@@ -234,7 +234,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("train", "test", "all"),
         help="all (default): the train split, then the test split where the data has one",
     )
-    m.add_argument("--out", required=True, help="output .npy file (and OUT.rows.tsv beside it)")
+    m.add_argument(
+        "--out", required=True, help="output .npy file (X.npy also writes X.rows.tsv beside it)"
+    )
     m.add_argument("--device", default="auto")
 
     sub.add_parser("tasks", help="list the pretext tasks")
