@@ -192,3 +192,10 @@ def test_a_loaded_backbone_checks_its_input_and_prepare_images_makes_it(tmp_path
         prepare_images(tmp_path, backbone.config)
     with pytest.raises(SelfSupError, match="is not found"):
         prepare_images([tmp_path / "missing.jpg"], backbone.config)
+    with pytest.raises(SelfSupError, match="got a PngImageFile"):
+        prepare_images(Image.open(tmp_path / "photo.png"), backbone.config)
+    with pytest.raises(SelfSupError, match="torch.float64 but the backbone's weights are"):
+        backbone(images.double())
+    with pytest.raises(SelfSupError, match="1-channel") as wrong_channels:
+        backbone(images[:, :1])
+    assert "check_inputs" not in str(wrong_channels.value)  # no cure for other channels

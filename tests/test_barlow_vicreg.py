@@ -154,4 +154,4 @@ def test_show_returns_image_and_two_views():
     for cls in (BarlowTwins, VICReg):
         (grid,) = _tiny_task(cls).show(images).values()
         assert grid.shape == (24, 1, 8, 8)
-        assert torch.equal(grid[::3], images[:8])
+        assert torch.equal(grid[:8], images[:8])  # the first row of the 8-wide grid

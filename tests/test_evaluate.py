@@ -430,7 +430,9 @@ def test_evaluating_an_interrupted_run_says_which_step(tmp_path, capsys):
 
     shutil.rmtree(run / BACKBONE_DIR)
     evaluate_run(run, protocols=("knn",), fractions=(1.0,), baselines=(), progress=False)
-    assert "pretraining stopped at step 3 of 6" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pretraining stopped at step 3 of 6" in err
+    assert "only 3 steps; its batch norm's running statistics" in err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["steps"] == 3 and metrics["run"]["planned_steps"] == 6
     assert "stopped at step 3 of 6" in (run / "report.md").read_text()
@@ -479,3 +481,18 @@ def test_embed_rows_name_the_clip_of_each_video_frame(tmp_path):
     for data in (clips, match_channels(clips, 3)):
         files = [row[3] for row in _row_names(data, "train")]
         assert files == [str(tmp_path / "a.npy")] * 3 + [str(tmp_path / "b.npy")] * 6
+
+
+def test_the_python_api_takes_the_clis_spellings_and_names_bad_arguments(tmp_path, no_workers):
+    from selfsup.runs import evaluate_run, label_fractions, pretrain_run
+
+    assert label_fractions("10%") == (0.1,) and label_fractions(0.5) == (0.5,)
+    assert label_fractions(["1%", 0.1, "1"]) == (0.01, 0.1, 1.0)
+    for bad in (None, ["ten"], [True]):
+        with pytest.raises(SelfSupError, match="fractions must be numbers"):
+            label_fractions(bad)
+    with pytest.raises(SelfSupError, match="pretrain_run takes a Recipe, got dict.*from_dict"):
+        pretrain_run({"task": "simclr"}, tmp_path / "r")
+    for option in ({"k": "5"}, {"seed": "1"}):
+        with pytest.raises(SelfSupError, match=f"{next(iter(option))} must be a whole number"):
+            evaluate_run(tmp_path / "r", **option)

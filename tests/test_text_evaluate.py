@@ -262,6 +262,10 @@ def test_unlabelled_text_run_says_the_table_needs_labels_and_embed_keeps_labels(
     assert "perplexity" in results and not results.get("rows")
     assert "--data tsv:TRAIN,TEST" in capsys.readouterr().err
     assert "no few-label table" in (run / "report.md").read_text()
+    from selfsup.cli import main
+
+    assert main(["evaluate", str(run), "--no-progress"]) == 0  # the one number, on the terminal
+    assert "held-out perplexity: " in capsys.readouterr().out
     _, names, counts = embed_run(run, sst2_slice, tmp_path / "e.npy", split="test")
     rows = [line.split("\t") for line in names.read_text().splitlines()[1:]]
     labels = [line.split("\t")[1] for line in Path(dev_path).read_text().splitlines()[1:]]

@@ -381,6 +381,8 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
         )
     if results.get("rows"):
         print(format_table(results))
+    if "perplexity" in results:  # a text run's number, with or without a table
+        print(f"held-out perplexity: {results['perplexity']['perplexity']:.2f}")
     print(f"report: {Path(args.run) / 'report.md'}")
 
 

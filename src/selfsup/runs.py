@@ -24,12 +24,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
 from selfsup.errors import NoTestSplit, SelfSupError
-from selfsup.recipe import Recipe, build_data, build_task, load_run, match_channels, save_recipe
+from selfsup.recipe import (
+    Recipe,
+    build_data,
+    build_task,
+    check_value,
+    load_run,
+    match_channels,
+    save_recipe,
+)
 from selfsup.text.corpus import is_text_spec
 
 BACKBONE_DIR = "backbone"
@@ -129,6 +138,27 @@ def note_partial_run(run_dir: str | Path, doing: str) -> dict:
     return {"steps": done, "planned_steps": planned}
 
 
+# Batch norm's running statistics move 10% of the way per step: after this many steps the
+# initial unit variance is under 1% of them.
+SETTLED_STEPS = 50
+
+
+def _note_unsettled_batch_norm(backbone: torch.nn.Module, steps: int | None) -> None:
+    """Frozen features use batch norm's running statistics, which a network pretrained for a
+    few steps has not yet learnt: its features all look alike and score far below a random
+    network's, which would otherwise read as a failed method."""
+    batch_norm = any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in backbone.modules()
+    )
+    if batch_norm and steps is not None and steps < SETTLED_STEPS:
+        print(
+            f"note: the backbone was pretrained for only {steps} steps; its batch norm's running "
+            f"statistics take about {SETTLED_STEPS} to settle, so its frozen features (kNN, "
+            "linear) are not yet meaningful",
+            file=sys.stderr,
+        )
+
+
 def pretrain_run(
     recipe: Recipe,
     out_dir: str | Path,
@@ -143,6 +173,11 @@ def pretrain_run(
     Everything that can fail on bad input (recipe, data, task options) is checked before
     out_dir is created, so a failed start leaves nothing behind.
     """
+    if not isinstance(recipe, Recipe):
+        raise SelfSupError(
+            f"pretrain_run takes a Recipe, got {type(recipe).__name__}; build one with "
+            "Recipe.from_dict({...}) or selfsup.recipe.load_recipe(PATH)"
+        )
     out_dir = Path(out_dir)
     if not resume and (out_dir / CHECKPOINT).exists():
         raise SelfSupError(
@@ -359,6 +394,32 @@ def kept_rows(
     kept.unlink(missing_ok=True)
 
 
+def label_fractions(value: Any) -> tuple[float, ...]:
+    """Label budgets as evaluate_run takes them: fractions (0.01, 0.1, 1.0), one of them, or
+    the CLI's spelling ("1%", "10%"); one-line errors for anything else."""
+    values = (value,) if isinstance(value, (int, float, str)) else value
+    try:
+        values = list(values)
+    except TypeError:
+        raise SelfSupError(
+            f"fractions must be numbers such as (0.01, 0.1, 1.0), got {value!r}"
+        ) from None
+    fractions = []
+    for item in values:
+        try:
+            if isinstance(item, bool):
+                raise ValueError
+            if isinstance(item, str):
+                text = item.strip()
+                item = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+            fractions.append(float(item))
+        except (TypeError, ValueError):
+            raise SelfSupError(
+                f"fractions must be numbers such as (0.01, 0.1, 1.0) or '10%', got {item!r}"
+            ) from None
+    return tuple(fractions)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -392,6 +453,9 @@ def evaluate_run(
         write_report,
     )
 
+    fractions = label_fractions(fractions)
+    for name, value in (("k", k), ("seed", seed), ("freeze_stages", freeze_stages)):
+        check_value(name, value, "int")
     run_dir = Path(run_dir)
     recipe = load_run_data(run_dir, note=data is None)
     device = resolve_device(device)
@@ -419,6 +483,7 @@ def evaluate_run(
         )
     backbone = run_backbone(run_dir).to(device)
     pretrained = note_partial_run(run_dir, "evaluating")
+    _note_unsettled_batch_norm(backbone, pretrained.get("steps"))
     train, test = (_backbone_data(recipe, split, data, backbone) for split in ("train", "test"))
     from selfsup.data.video import VideoDataset
 

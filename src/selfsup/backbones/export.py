@@ -99,10 +99,17 @@ class InputCheck:
                 f"the backbone takes a float batch (B, {c}, {s}, {s}) in [0, 1], got {got}; {fix}"
             )
         if x.shape[1] != c or tuple(x.shape[-2:]) != (s, s):
+            # Only the size can be lifted: a CNN runs on other sizes, not on other channels.
+            other_size = "" if x.shape[1] != c else " (a CNN takes other sizes: check_inputs=False)"
             raise SelfSupError(
                 f"the backbone was trained on {c}-channel {s}x{s} images, got {x.shape[1]}-channel "
-                f"{x.shape[2]}x{x.shape[3]}; {fix} (a CNN also runs on other sizes: load it with "
-                "check_inputs=False to feed them)"
+                f"{x.shape[2]}x{x.shape[3]}; {fix}{other_size}"
+            )
+        weight = next(module.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype:
+            raise SelfSupError(
+                f"the batch is {x.dtype} but the backbone's weights are {weight.dtype}; convert "
+                f"one to the other (images.to({weight.dtype}) or backbone.to(images.dtype))"
             )
         if x.numel():
             low, high = (float(v) for v in torch.aminmax(x.detach()))
@@ -157,6 +164,12 @@ def prepare_images(
         top, left = (height - side) // 2, (width - side) // 2
         batch = resize_images(batch[..., top : top + side, left : left + side], size)
     else:
+        if not isinstance(images, (str, Path, Iterable)):
+            raise SelfSupError(
+                f"prepare_images takes image file paths or a tensor, got a "
+                f"{type(images).__name__}; for an image in memory pass "
+                "torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None] (uint8 RGB)"
+            )
         files = [images] if isinstance(images, (str, Path)) else list(images)
         if not files:
             raise SelfSupError("prepare_images got no images")

@@ -62,4 +62,4 @@ class BarlowTwins(Task):
 
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"Barlow Twins: image, view 1, view 2": two_views(self.augment, images)}
+        return {"Barlow Twins, rows: image, view 1, view 2": two_views(self.augment, images)}

@@ -43,4 +43,4 @@ class MICLe(SimCLR):
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         # The report gets single images without their groups, so it shows the augmentation
         # each image of a pair gets; in training the second view comes from the partner image.
-        return {"MICLe: image and two augmented views of it": two_views(self.augment, images)}
+        return {"MICLe, rows: image, view 1, view 2": two_views(self.augment, images)}

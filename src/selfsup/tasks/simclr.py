@@ -30,9 +30,10 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential
 
 
 def two_views(augment: ViewAugment, images: torch.Tensor) -> torch.Tensor:
-    """Pictures for the report: each of the first 8 images, then its two random views."""
+    """Pictures for the report: the first 8 images, then their first random views, then their
+    second ones: three rows of the report's 8-wide grid, one image per column."""
     images = images[:8]
-    return torch.stack([images, augment(images), augment(images)], dim=1).flatten(0, 1)
+    return torch.cat([images, augment(images), augment(images)])
 
 
 class SimCLR(Task):
@@ -64,4 +65,4 @@ class SimCLR(Task):
 
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"SimCLR: image, view 1, view 2": two_views(self.augment, images)}
+        return {"SimCLR, rows: image, view 1, view 2": two_views(self.augment, images)}

@@ -56,4 +56,4 @@ class VICReg(Task):
 
     @torch.no_grad()
     def show(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"VICReg: image, view 1, view 2": two_views(self.augment, images)}
+        return {"VICReg, rows: image, view 1, view 2": two_views(self.augment, images)}

@@ -131,7 +131,6 @@ def evaluate_text_run(
         task, _ = trained_text_task(run_dir)
         try:
             results["perplexity"] = heldout_perplexity(task, tokenizer, recipe, device)
-            log(f"held-out perplexity: {results['perplexity']['perplexity']:.2f}")
         except NoTestSplit as error:
             # The pretraining data is the run's own business: the table above still stands.
             note = f"no held-out perplexity: {error}"
