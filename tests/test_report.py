@@ -99,3 +99,11 @@ def test_format_table_stars_the_best_of_each_column():
     linear = next(line for line in lines if line.startswith("SSL linear probe"))
     assert linear.split()[-3:] == ["0.750*", "0.840*", "0.880"]
     assert len(lines) == 2 + 4
+
+
+def test_loss_curve_draws_the_parts_of_a_summed_loss():
+    from selfsup.evaluate import plots
+
+    rows = [{"step": s, "loss": 2.0, "d_loss": 1.2, "g_loss": 0.8} for s in range(1, 201)]
+    labels = [line.get_label() for line in plots.loss_curve(rows).axes[0].lines]
+    assert labels == ["loss", "mean of 4", "d_loss", "g_loss"]

@@ -66,6 +66,20 @@ def loss_curve(rows: list[dict]):
     if window > 1:
         smooth = torch.tensor(losses).unfold(0, window, 1).mean(1).tolist()
         ax.plot(steps[window - 1 :], smooth, color=SSL_COLOR, lw=2, label=f"mean of {window}")
+    # The parts of a summed loss (a GAN's d_loss and g_loss, BERT's mlm_loss and nsp_loss) say
+    # more than their sum: each gets its own line, averaged as the total is.
+    parts = sorted({k for r in rows for k in r if k.endswith("_loss")})
+    for i, name in enumerate(parts):
+        series = sorted(
+            (float(r["step"]), float(r[name]))
+            for r in rows
+            if isinstance(r.get("step"), (int, float)) and isinstance(r.get(name), (int, float))
+        )
+        if len(series) < window:
+            continue
+        xs, ys = zip(*series, strict=True)
+        ys = torch.tensor(ys).unfold(0, window, 1).mean(1).tolist()
+        ax.plot(xs[window - 1 :], ys, lw=1.2, ls="--", color=f"C{i + 1}", label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("pretext loss")
     ax.grid(alpha=0.3)
