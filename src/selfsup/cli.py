@@ -60,11 +60,13 @@ DEMO_RECIPE = {
 
 def _percentages(text: str) -> tuple[float, ...]:
     """'1%,10%,100%' or '0.01,0.1,1' -> (0.01, 0.1, 1.0)."""
+    from selfsup.evaluate.labels import parse_fraction
+
     values = []
     for part in text.split(","):
         part = part.strip()
         try:
-            value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
+            value = parse_fraction(part)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"bad label fraction {part!r}; use e.g. 1%,10%,100% or 0.01,0.1,1"

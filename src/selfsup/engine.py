@@ -303,14 +303,31 @@ class _StopRequest:
 
 
 class _Progress:
-    """A rich progress bar on a terminal; a log line every 10% elsewhere (CI, files)."""
+    """A rich progress bar on a terminal; a log line every 10% elsewhere (CI, files), but not
+    more often than every `interval` seconds. `label` names the work (default: pretraining);
+    a `transient` bar is cleared when the work is done."""
 
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        enabled: bool,
+        label: str | None = None,
+        transient: bool = False,
+        interval: float = 0.0,
+    ) -> None:
+        self.total, self.enabled, self.label, self.interval = (
+            max(1, total),
+            enabled,
+            label,
+            interval,
+        )
         self.tty = enabled and sys.stderr.isatty()
         self._bar = None
-        self._last_tenth = start * 10 // total
+        self._last_tenth = start * 10 // self.total
+        self._last_line = time.perf_counter()
         if self.tty:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -320,26 +337,37 @@ class _Progress:
             )
 
             self._bar = Progress(
-                TextColumn("pretrain"),
+                TextColumn(label or "pretrain"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
-                transient=False,
+                console=Console(stderr=True),  # where isatty was asked, and off stdout's results
+                transient=transient,
             )
-            self._task = self._bar.add_task("train", total=total, completed=start, info="")
+            self._task = self._bar.add_task("train", total=self.total, completed=start, info="")
             self._bar.start()
 
-    def update(self, step: int, info: str) -> None:
+    def update(self, step: int, info: str = "") -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
         elif self.enabled and step * 10 // self.total > self._last_tenth:
             self._last_tenth = step * 10 // self.total
-            print(f"step {step}/{self.total} {info}", file=sys.stderr, flush=True)
+            if time.perf_counter() - self._last_line >= self.interval:
+                self._last_line = time.perf_counter()
+                where = f"step {step}/{self.total}"
+                line = f"{self.label}: {where}" if self.label else f"{where} {info}"
+                print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def pretrain(

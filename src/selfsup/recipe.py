@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -153,29 +154,22 @@ def yaml_load(text: str) -> Any:
     """YAML as recipes and --set read it: PyYAML's safe loader, plus 1e-3 as a number."""
     import yaml
 
-    return yaml.load(text, Loader=_loader())
+    return yaml.load(text, Loader=_with_exponent_floats(yaml.SafeLoader))
 
 
-def _loader() -> type:
-    import yaml
+@cache
+def _with_exponent_floats(base: type) -> type:
+    """A PyYAML loader or dumper class that reads 1e-3 as a number. The dumper needs the same
+    resolver to quote a string such as "1e-3", which would otherwise come back from run.yaml
+    as a number."""
 
-    class Loader(yaml.SafeLoader):
+    class WithExponentFloats(base):
         pass
 
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
-    return Loader
-
-
-def _dumper() -> type:
-    import yaml
-
-    # The same resolver makes the dumper quote a string such as "1e-3", which would otherwise
-    # come back from run.yaml as a number.
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
-    return Dumper
+    WithExponentFloats.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789.")
+    )
+    return WithExponentFloats
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -206,7 +200,8 @@ def save_recipe(recipe: Recipe, run_dir: Path) -> None:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (RUN_FILE + ".tmp")
-    tmp.write_text(yaml.dump(recipe.to_dict(), Dumper=_dumper(), sort_keys=False))
+    dumper = _with_exponent_floats(yaml.SafeDumper)
+    tmp.write_text(yaml.dump(recipe.to_dict(), Dumper=dumper, sort_keys=False))
     os.replace(tmp, run_dir / RUN_FILE)
 
 

@@ -30,6 +30,7 @@ import torch
 
 from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
 from selfsup.errors import NoTestSplit, SelfSupError
+from selfsup.evaluate.labels import parse_fraction
 from selfsup.recipe import (
     Recipe,
     build_data,
@@ -409,10 +410,7 @@ def label_fractions(value: Any) -> tuple[float, ...]:
         try:
             if isinstance(item, bool):
                 raise ValueError
-            if isinstance(item, str):
-                text = item.strip()
-                item = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-            fractions.append(float(item))
+            fractions.append(parse_fraction(item) if isinstance(item, str) else float(item))
         except (TypeError, ValueError):
             raise SelfSupError(
                 f"fractions must be numbers such as (0.01, 0.1, 1.0) or '10%', got {item!r}"

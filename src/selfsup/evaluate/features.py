@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from selfsup.data.base import ImageDataset
+from selfsup.engine import _Progress
 from selfsup.errors import DataError
 
 
@@ -83,7 +83,7 @@ def _progress():
 PROGRESS_INTERVAL = 10.0  # seconds at least between two progress lines off a terminal
 
 
-class StepProgress:
+class StepProgress(_Progress):
     """The steps of one training row (fine-tuning, from scratch), shown as pretraining shows
     its own: a bar on a terminal (cleared when the row is done, its result line stays), a
     line every 10% elsewhere (CI, files), but not more often than every PROGRESS_INTERVAL
@@ -91,33 +91,7 @@ class StepProgress:
     shown."""
 
     def __init__(self, label: str | None, total: int) -> None:
-        self.label, self.total = label, max(1, total)
-        self._bar = _progress() if label is not None else None
-        self._tenth = 0
-        self._last = time.perf_counter()
-        if self._bar is not None:
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=self.total)
-
-    def update(self, step: int) -> None:
-        """`step` steps are done."""
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step)
-        elif self.label is not None and step * 10 // self.total > self._tenth:
-            self._tenth = step * 10 // self.total
-            if time.perf_counter() - self._last >= PROGRESS_INTERVAL:
-                self._last = time.perf_counter()
-                print(f"{self.label}: step {step}/{self.total}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __enter__(self) -> StepProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(total, 0, label is not None, label, True, PROGRESS_INTERVAL)
 
 
 @torch.no_grad()

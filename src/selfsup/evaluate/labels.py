@@ -10,6 +10,12 @@ from selfsup.data.base import ImageDataset
 from selfsup.errors import DataError, SelfSupError
 
 
+def parse_fraction(text: str) -> float:
+    """A label budget as the CLI spells it: '10%' or '0.1' -> 0.1 (ValueError otherwise)."""
+    text = text.strip()
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     """Sorted indices of round(fraction * n_c) samples of every class c (at least one each).
 
