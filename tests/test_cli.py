@@ -541,11 +541,20 @@ def test_a_chosen_image_backbone_for_a_text_task_is_refused(tmp_path, capsys):
     for args in (["--task", "mlm", "--data", f"text:{corpus}", "--backbone", "small_cnn"],
                  ["--recipe", str(recipe)]):  # fmt: skip
         code, _, err = run_cli(capsys, "pretrain", *args, "--out", str(tmp_path / "r"))
-        assert code == 2 and "task mlm needs a text backbone" in err, err
-        assert "got small_cnn" in err and not (tmp_path / "r").exists()
+        assert code == 2 and "task mlm learns from text and needs a text backbone" in err, err
+        assert "got small_cnn" in err and "default, transformer" in err
+        assert not (tmp_path / "r").exists()
     code, _, err = run_cli(capsys, "pretrain", "--task", "clm", "--data", f"text:{corpus}",
                            "--backbone", "vit_tiny", "--out", str(tmp_path / "r"))  # fmt: skip
-    assert code == 2 and "text tasks need a text backbone" in err, err
+    assert code == 2 and "task clm learns from text and needs a text backbone" in err, err
+    # From Python too: a named small_cnn is refused, not swapped for the text backbone.
+    from selfsup.recipe import Recipe
+    from selfsup.runs import pretrain_run
+
+    with pytest.raises(SelfSupError, match="got small_cnn"):
+        pretrain_run(Recipe(task="mlm", data=f"text:{corpus}", backbone="small_cnn"),
+                     tmp_path / "r")  # fmt: skip
+    assert not (tmp_path / "r").exists()
 
 
 def test_out_paths_of_the_wrong_kind_are_one_line_errors(tmp_path, capsys):

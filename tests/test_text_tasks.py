@@ -147,6 +147,12 @@ def test_text_tasks_train_on_real_text(task, positions, shared_data, tmp_path):
     if task != "nsp":  # NSP alone stays near chance for many more than 12 steps
         assert logs[-1]["loss"] < logs[0]["loss"]  # it learns something from its free labels
     assert (tmp_path / "run" / "tokenizer.json").is_file()
+    # The recipe left the backbone to the task; run.yaml names the one that was built.
+    from selfsup.recipe import load_run
+
+    assert recipe.backbone is None
+    assert load_run(tmp_path / "run").backbone == ("word_vectors" if task == "word2vec"
+                                                   else "transformer")  # fmt: skip
     from selfsup.backbones import load_backbone
 
     backbone = load_backbone(tmp_path / "run" / "backbone")

@@ -47,7 +47,7 @@ class Recipe:
 
     task: str = "simclr"
     task_options: dict[str, Any] = field(default_factory=dict)
-    backbone: str = "small_cnn"
+    backbone: str | None = None  # None: the task's own default (default_backbone)
     backbone_options: dict[str, Any] = field(default_factory=dict)
     data: str = "digits"
     image_size: int | None = None  # resize every image to this square size
@@ -68,14 +68,20 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def backbone_name(self) -> str:
+        """The backbone this recipe builds: the one it names, else its task's default."""
+        return self.backbone if self.backbone is not None else default_backbone(self.task)
+
     def check(self) -> None:
         """Refuse a value of the wrong type or range, one line naming the key, before any data
         is read or output written. Task and backbone options are checked as they are built."""
         from selfsup.engine import TrainConfig
         from selfsup.tasks import TEXT_TASKS
 
-        for name in ("task", "backbone", "data"):
+        for name in ("task", "data"):
             check_value(name, getattr(self, name), "str")
+        check_value("backbone", self.backbone, "str | None")
         check_value("image_size", self.image_size, "int | None")
         if self.image_size is not None and self.image_size < 1:
             raise SelfSupError(f"image_size must be at least 1, got {self.image_size}")
@@ -106,7 +112,16 @@ class Recipe:
                     f"evaluate.data {self.evaluate['data']} is {given} data, but {self.task} "
                     f"learns from {kind} data: evaluate it on labelled {kind} data"
                 )
-        check_backbone_fits_task(self.task, self.backbone)
+        check_backbone_fits_task(self.task, self.backbone_name)
+
+
+def default_backbone(task: str) -> str:
+    """What a recipe that names no backbone builds for `task`."""
+    from selfsup.tasks import TEXT_TASKS
+
+    if task == "word2vec":
+        return "word_vectors"
+    return "transformer" if task in TEXT_TASKS else "small_cnn"
 
 
 def check_value(key: str, value: Any, annotation: str) -> None:
@@ -132,16 +147,17 @@ def check_value(key: str, value: Any, annotation: str) -> None:
 
 
 def check_backbone_fits_task(task: str, backbone: str) -> None:
-    """Text tasks take text backbones, image and video tasks image ones. small_cnn with a text
-    task passes: it is the default, which the text tasks replace with their own backbone."""
+    """Text tasks take text backbones, image and video tasks image ones."""
     from selfsup.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
     from selfsup.tasks import TASKS, TEXT_TASKS
 
     if task not in TASKS or backbone not in (*IMAGE_BACKBONES, *TEXT_BACKBONES):
         return  # unknown names get their own message, with the choices, where they are used
-    if task in TEXT_TASKS and backbone not in TEXT_BACKBONES and backbone != "small_cnn":
+    if task in TEXT_TASKS and backbone not in TEXT_BACKBONES:
         raise SelfSupError(
-            f"text tasks need a text backbone ({', '.join(TEXT_BACKBONES)}), got {backbone}"
+            f"task {task} learns from text and needs a text backbone "
+            f"({', '.join(TEXT_BACKBONES)}), got {backbone}; leave the backbone out for the "
+            f"task's default, {default_backbone(task)}"
         )
     if task not in TEXT_TASKS and backbone in TEXT_BACKBONES:
         raise SelfSupError(
@@ -335,10 +351,10 @@ def build_task(recipe: Recipe, image_shape: tuple[int, int, int], dataset_size: 
     from selfsup.backbones import build_backbone
     from selfsup.tasks import task_class
 
-    check_backbone_fits_task(recipe.task, recipe.backbone)
+    check_backbone_fits_task(recipe.task, recipe.backbone_name)
     channels, height, _ = image_shape
     backbone = build_backbone(
-        recipe.backbone, in_channels=channels, image_size=height, **recipe.backbone_options
+        recipe.backbone_name, in_channels=channels, image_size=height, **recipe.backbone_options
     )
     cls = task_class(recipe.task)
     options = dict(recipe.task_options)

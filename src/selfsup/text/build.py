@@ -229,13 +229,11 @@ def labeled_splits(
 
 
 def build_text_backbone(recipe, tokenizer: TextTokenizer, task_cls: type):
-    from selfsup.backbones import TEXT_BACKBONES, build_backbone
+    from selfsup.backbones import build_backbone
+    from selfsup.recipe import check_backbone_fits_task
 
-    name = recipe.backbone
-    if name not in TEXT_BACKBONES:
-        raise SelfSupError(
-            f"text tasks need a text backbone ({', '.join(TEXT_BACKBONES)}), got {name}"
-        )
+    name = recipe.backbone_name
+    check_backbone_fits_task(recipe.task, name)
     options = dict(recipe.backbone_options)
     if name == "transformer":
         seq_len = int(text_options(recipe)["seq_len"])
@@ -278,13 +276,11 @@ def prepare_text(recipe, run_dir: Path | None) -> tuple[TextTokenizer, Any]:
     from selfsup.tasks import task_class
 
     cls = task_class(recipe.task)
-    if recipe.backbone == "small_cnn":  # the image default: the text backbone the task needs
-        recipe.backbone = "word_vectors" if recipe.task == "word2vec" else "transformer"
     options = text_options(recipe)
     vectors_run, seq_len = options["word_vectors"], options["seq_len"]
     max_len = recipe.backbone_options.get("max_len")
     # Checked here, before the tokenizer is trained, not at the first step.
-    if recipe.backbone == "transformer" and isinstance(max_len, int) and seq_len > max_len:
+    if recipe.backbone_name == "transformer" and isinstance(max_len, int) and seq_len > max_len:
         raise SelfSupError(
             f"text.seq_len={seq_len} is longer than backbone_options.max_len={max_len}, the "
             "longest sequence the Transformer takes; lower text.seq_len or raise max_len"

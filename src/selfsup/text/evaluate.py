@@ -87,7 +87,7 @@ def evaluate_text_run(
     backbone = run_backbone(run_dir)
     started = time.perf_counter()
     results: dict = {
-        "run": {"task": recipe.task, "backbone": recipe.backbone, "data": recipe.data,
+        "run": {"task": recipe.task, "backbone": recipe.backbone_name, "data": recipe.data,
                 **note_partial_run(run_dir, "evaluating")},
         "seed": seed,
     }  # fmt: skip
@@ -171,7 +171,7 @@ def classification(
     if "vectors_only" in baselines:  # built (and checked) before any slow work
         vectors_only = vectors_only_backbone(backbone, recipe, seed)
     if protocols is None:
-        frozen_only = recipe.backbone == "word_vectors"
+        frozen_only = recipe.backbone_name == "word_vectors"
         protocols = ("linear",) if frozen_only else ("finetune", "linear")
     ft = finetune_settings(recipe)
     num_classes = len(train.classes)
