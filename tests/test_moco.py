@@ -15,6 +15,7 @@ from selfsup.backbones import build_backbone
 from selfsup.data import load_images
 from selfsup.engine import CHECKPOINT, load_checkpoint
 from selfsup.errors import SelfSupError
+from selfsup.losses import queue_info_nce
 from selfsup.recipe import Recipe, load_run
 from selfsup.runs import pretrain_run
 from selfsup.tasks.moco import KeyQueue, MoCo, shuffled_keys
@@ -86,6 +87,49 @@ def test_queue_is_fifo_with_wrap_around():
     assert torch.equal(queue.ordered(), c[2:])
 
 
+def test_queue_remembers_each_keys_image_and_loads_checkpoints_without_them():
+    queue = KeyQueue(4, 2)
+    assert torch.equal(queue.owners, torch.full((4,), -1))
+    queue.enqueue(torch.ones(3, 2), torch.tensor([7, 8, 9]))
+    queue.enqueue(torch.ones(2, 2), torch.tensor([1, 2]))  # wraps: slot 3, then slot 0
+    assert torch.equal(queue.owners, torch.tensor([2, 8, 9, 1]))
+    queue.enqueue(torch.ones(1, 2))  # no indices given: owner unknown
+    assert int(queue.owners[1]) == -1
+    old = {k: v for k, v in queue.state_dict().items() if k != "owners"}
+    fresh = KeyQueue(4, 2)
+    fresh.load_state_dict(old)  # a checkpoint from before the owners were kept
+    assert torch.equal(fresh.keys, queue.keys) and torch.equal(fresh.owners, torch.full((4,), -1))
+
+
+def test_a_querys_older_keys_of_its_own_image_are_not_its_negatives():
+    torch.manual_seed(0)
+    query, key, queue = torch.randn(3, 4), torch.randn(3, 4), torch.randn(5, 4)
+    exclude = torch.zeros(3, 5, dtype=torch.bool)
+    exclude[0, 2] = exclude[2, [0, 4]] = True
+    loss, _ = queue_info_nce(query, key, queue, 0.2, exclude=exclude)
+    rows = [queue_info_nce(query[i : i + 1], key[i : i + 1], queue[~exclude[i]], 0.2)[0]
+            for i in range(3)]  # fmt: skip
+    assert torch.allclose(loss, torch.stack(rows).mean(), atol=1e-6)
+    # A stale key identical to the positive would otherwise cost log 2 at a high similarity.
+    same = queue_info_nce(key[:1], key[:1], key[:1], 0.2)[0]
+    assert float(same) > 0.69
+    masked = queue_info_nce(key[:1], key[:1], key[:1], 0.2, exclude=torch.ones(1, 1).bool())[0]
+    assert float(masked) == 0.0
+
+    task, images = _make_problem()
+    task.queue.owners[5:8] = torch.tensor([0, 1, 1])  # older keys of images 0 and 1
+    out = task({"images": images, "indices": torch.arange(8)})
+    task2, _ = _make_problem()
+    query2 = task2.head(task2.encode(task2.augment(images)))
+    key2 = task2.key_encoder(images.flip(-1))
+    own = torch.zeros(8, 24, dtype=torch.bool)
+    own[0, 5] = own[1, 6] = own[1, 7] = True
+    own[2, 10] = own[5, 11] = own[5, 12] = True  # those _make_problem queued
+    expected = queue_info_nce(query2, key2, task2.queue.keys, task2.temperature, exclude=own)[0]
+    assert torch.allclose(out["loss"], expected, atol=1e-6)
+    assert torch.equal(task.queue.owners[[20, 21, 22, 23, 0, 1, 2, 3]], torch.arange(8))
+
+
 def test_queue_is_capped_at_the_dataset_size_and_bad_options_are_clear():
     task = MoCo(TinyNet(), (1, 8, 8), queue_size=4096, dataset_size=100)
     assert task.queue.keys.shape == (100, 128)
@@ -119,18 +163,20 @@ def _make_problem() -> tuple[MoCo, torch.Tensor]:
         TinyNet(), (1, 8, 8), projection_dim=4, hidden_dim=8, queue_size=24, augment=FixedViews()
     )
     task.queue.pointer.fill_(20)  # the 8 new keys wrap around the end of the queue
+    task.queue.owners[10:13] = torch.tensor([2, 5, 5])  # older keys of images 2 and 5
     return task, torch.rand(8, 1, 8, 8)
 
 
 def _single_process() -> dict:
     task, images = _make_problem()
-    loss = task({"images": images})["loss"]
+    loss = task({"images": images, "indices": torch.arange(8)})["loss"]
     loss.backward()
     expected_keys = F.normalize(task.key_encoder(images.flip(-1)), dim=1)
     return {
         "loss": loss.detach(),
         "grads": [p.grad.clone() for p in task.parameters() if p.requires_grad],
         "queue": task.queue.keys.clone(),
+        "owners": task.queue.owners.clone(),
         "pointer": task.queue.pointer.clone(),
         "keys": expected_keys,
     }
@@ -140,7 +186,7 @@ def _rank_worker(rank: int, world: int) -> dict:
     task, images = _make_problem()
     ddp = nn.parallel.DistributedDataParallel(task)  # as Fabric wraps the task
     part = images[rank * 4 : (rank + 1) * 4]
-    loss = ddp({"images": part})["loss"]
+    loss = ddp({"images": part, "indices": torch.arange(rank * 4, (rank + 1) * 4)})["loss"]
     loss.backward()  # DDP averages the gradients across ranks
     mean_loss = loss.detach().clone()
     dist.all_reduce(mean_loss)
@@ -152,6 +198,7 @@ def _rank_worker(rank: int, world: int) -> dict:
         "loss": mean_loss / world,
         "grads": [p.grad for p in task.parameters() if p.requires_grad],
         "queue": task.queue.keys,
+        "owners": task.queue.owners,
         "pointer": task.queue.pointer,
         "shuffle_ok": torch.equal(local_keys, part.flatten(1))
         and torch.equal(all_keys, images.flatten(1)),
@@ -173,6 +220,7 @@ def test_two_gloo_processes_equal_one_process_loss_gradients_and_queue(tmp_path)
         assert torch.equal(got["queue"][4:20], initial[4:20])
         assert torch.allclose(got["queue"], expected["queue"], atol=1e-6)
         assert int(got["pointer"]) == int(expected["pointer"]) == 4
+        assert torch.equal(got["owners"], expected["owners"])  # each key's image, in rank order
 
 
 @pytest.mark.parametrize("source", ["digits", "cifar10"])

@@ -12,12 +12,18 @@ import torch.nn.functional as F
 
 
 def queue_info_nce(
-    query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2
+    query: torch.Tensor,
+    key: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float = 0.2,
+    exclude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MoCo's InfoNCE: each query's positive is its own key, its negatives are the queue's keys.
 
-    query, key: (B, D); queue: (K, D). Returns (loss, accuracy), where accuracy is the fraction
-    of queries whose positive outscores every negative. The key and queue get no gradient.
+    query, key: (B, D); queue: (K, D); exclude: (B, K) bool, True where a queued key is not a
+    negative for that query (an older key of its own image). Returns (loss, accuracy), where
+    accuracy is the fraction of queries whose positive outscores every negative. The key and
+    queue get no gradient.
     """
     if query.shape != key.shape or query.ndim != 2 or queue.shape[1:] != query.shape[1:]:
         raise ValueError(
@@ -28,7 +34,10 @@ def queue_info_nce(
     k = F.normalize(key.detach(), dim=1)
     negatives = F.normalize(queue.detach(), dim=1)
     positive = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
-    logits = torch.cat([positive, q @ negatives.T], dim=1).float() / temperature
+    negative_logits = q @ negatives.T
+    if exclude is not None:
+        negative_logits = negative_logits.masked_fill(exclude, float("-inf"))
+    logits = torch.cat([positive, negative_logits], dim=1).float() / temperature
     labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
     accuracy = (logits.argmax(dim=1) == 0).float().mean()
     return F.cross_entropy(logits, labels), accuracy

@@ -15,6 +15,10 @@ steps: 1,000 steps at 0.999 is a small part of an ImageNet run (>100k steps) but
 most of training. At 0.99 it trails by ~100 steps, still slow next to the ~16 steps a key spends
 in a 4,096-key queue at batch 256.
 
+Own keys: the queue remembers which image each key came from, and a query's older keys of its
+own image are left out of its negatives. On a data set the size of the queue, about half the
+queries would otherwise be pushed away from an earlier view of themselves.
+
 Shuffle-BN: BatchNorm in the key encoder would let a query find its key through batch
 statistics (the query and key batches hold the same images) rather than through content.
 Under DDP the key batch is gathered, shuffled across ranks with one shared permutation,
@@ -47,26 +51,38 @@ def moco_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class KeyQueue(nn.Module):
-    """A FIFO queue of K unit-norm keys; buffers, so it is saved in the task's checkpoint.
+    """A FIFO queue of K unit-norm keys and the dataset index of the image each came from;
+    buffers, so both are saved in the task's checkpoint.
 
     Starts from random unit vectors, as in the official code (they act as easy negatives until
-    the first K keys have pushed them out).
+    the first K keys have pushed them out); their owner, like that of any key whose image is
+    not known, is -1.
     """
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("owners", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Write `keys` over the oldest entries, wrapping around; only the newest K are kept."""
+    def enqueue(self, keys: torch.Tensor, owners: torch.Tensor | None = None) -> None:
+        """Write `keys` (and their images' indices) over the oldest entries, wrapping around;
+        only the newest K are kept."""
         size, count = self.keys.shape[0], keys.shape[0]
+        if owners is None:
+            owners = torch.full((count,), -1, dtype=torch.long, device=keys.device)
         slots = (self.pointer + torch.arange(count, device=keys.device)) % size
         if count > size:
-            slots, keys = slots[-size:], keys[-size:]
+            slots, keys, owners = slots[-size:], keys[-size:], owners[-size:]
         self.keys[slots] = keys.detach().to(self.keys.dtype)
+        self.owners[slots] = owners.to(self.owners.dtype)
         self.pointer.copy_((self.pointer + count) % size)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        # A checkpoint from before the owners were kept: no queued key is known to be whose.
+        state_dict.setdefault(prefix + "owners", torch.full_like(self.owners, -1))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def ordered(self) -> torch.Tensor:
         """The keys from oldest to newest (meaningful once the queue has filled once)."""
@@ -137,8 +153,7 @@ class MoCo(Task):
         feature_dim = backbone.feature_dim
         self.head = moco_head(feature_dim, hidden_dim or feature_dim, projection_dim)
         self.key_encoder = MomentumEncoder(backbone, self.head)
-        # More keys than images would put several keys of the same image (stale positives)
-        # among every query's negatives.
+        # More keys than images would only repeat older keys of the same images.
         if dataset_size:
             queue_size = min(queue_size, dataset_size)
         self.queue = KeyQueue(queue_size, projection_dim)
@@ -149,9 +164,17 @@ class MoCo(Task):
         key, all_keys = shuffled_keys(
             self.key_encoder, self.augment(images), self.key_bn_splits, self.channels_last
         )
+        indices = batch.get("indices")
+        # A key of the query's own image from an earlier epoch is another view of it, not a
+        # negative. Where the queue holds about an epoch (data sets not much bigger than it),
+        # about half the queries would have one.
+        own = None if indices is None else indices[:, None] == self.queue.owners[None, :]
         # A copy: the enqueue below must not change what this step's loss was computed with.
-        loss, accuracy = queue_info_nce(query, key, self.queue.keys.clone(), self.temperature)
-        self.queue.enqueue(F.normalize(all_keys.float(), dim=1))
+        loss, accuracy = queue_info_nce(
+            query, key, self.queue.keys.clone(), self.temperature, exclude=own
+        )
+        all_indices = None if indices is None else gather_with_grad(indices)
+        self.queue.enqueue(F.normalize(all_keys.float(), dim=1), all_indices)
         return {"loss": loss, "accuracy": accuracy}
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
