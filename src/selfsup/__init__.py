@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from selfsup.backbones import load_backbone, save_backbone
     from selfsup.backbones.export import prepare_images
+    from selfsup.classifier import load_classifier
 
-__all__ = ["__version__", "load_backbone", "prepare_images", "save_backbone"]
+__all__ = ["__version__", "load_backbone", "load_classifier", "prepare_images", "save_backbone"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from selfsup.backbones.export import prepare_images
 
         return prepare_images
+    if name == "load_classifier":
+        from selfsup.classifier import load_classifier
+
+        return load_classifier
     raise AttributeError(f"module 'selfsup' has no attribute {name!r}")

@@ -201,13 +201,15 @@ def pretrain_run(
             f"task {recipe.task} is for images or clips, not text (got {recipe.data}); "
             f"text data takes: {', '.join(TEXT_TASKS)}"
         )
-    if recipe.backbone not in BACKBONES:
+    if recipe.backbone_name not in BACKBONES:
         raise SelfSupError(
-            f"unknown backbone {recipe.backbone!r}; choose one of: {', '.join(BACKBONES)}"
+            f"unknown backbone {recipe.backbone_name!r}; choose one of: {', '.join(BACKBONES)}"
         )
     recipe.check()
     config = TrainConfig.from_dict(recipe.train)
-    saved = recipe  # run.yaml keeps the spec as given; `recipe` below reads it from here
+    # run.yaml keeps the data spec as given, and names the backbone even where the recipe
+    # left it to the task; `recipe` below reads the data from where the run was started.
+    recipe = saved = dataclasses.replace(recipe, backbone=recipe.backbone_name)
     if resume:
         recipe = dataclasses.replace(recipe, data=run_data(out_dir, recipe.data))
     tokenizer = None
@@ -482,7 +484,7 @@ def evaluate_run(
     backbone = run_backbone(run_dir).to(device)
     pretrained = note_partial_run(run_dir, "evaluating")
     _note_unsettled_batch_norm(backbone, pretrained.get("steps"))
-    train, test = (_backbone_data(recipe, split, data, backbone) for split in ("train", "test"))
+    train, test = (backbone_data(recipe, split, data, backbone) for split in ("train", "test"))
     from selfsup.data.video import VideoDataset
 
     if isinstance(train, VideoDataset):
@@ -537,7 +539,7 @@ def evaluate_run(
     return results
 
 
-def _backbone_data(recipe, split: str, data: str | None, backbone):
+def backbone_data(recipe, split: str, data: str | None, backbone):
     """A run's data (or `data`) as the images its backbone takes: resized to the recipe's
     size and, where the channels differ (gray against RGB), converted, saying so once."""
     dataset = build_data(recipe, split, spec=data)
@@ -572,7 +574,7 @@ def _run_info(recipe, data: str | None) -> dict:
     """What a results file says about the run it evaluated."""
     return {
         "task": recipe.task,
-        "backbone": recipe.backbone,
+        "backbone": recipe.backbone_name,
         "data": recipe.data,
         "eval_data": data or recipe.data,
     }
@@ -651,7 +653,7 @@ def embed_run(
                 part_features, labels = embed_texts(run_dir, data, part, device)
                 part_rows = [(part, i, label, "") for i, label in enumerate(labels)]
             else:
-                dataset = _backbone_data(recipe, part, data, backbone)
+                dataset = backbone_data(recipe, part, data, backbone)
                 part_features = extract_features(backbone, dataset, device=device)
                 part_rows = _row_names(dataset, part)
         except NoTestSplit as error:
