@@ -251,6 +251,9 @@ def test_video_tasks_train_on_real_clips_and_draw_pictures(clips, make):
     task.eval()
     pictures = task.show(clips[:8])
     assert pictures and all(p.ndim == 4 and p.shape[-2:] == (32, 32) for p in pictures.values())
+    if isinstance(task, FrameOrder):  # rows: sorted tuple, separator, shuffled, separator
+        panels = next(iter(pictures.values())).unflatten(0, (-1, 8))
+        assert torch.all(panels[:, [3, 7]] == 0.5)  # grey: a black one looks like an empty frame
     if isinstance(task, FutureFrame):
         assert losses[-1] < losses[0]  # learns to draw dark frames with bright digits
     if isinstance(task, DensePredictiveCoding):

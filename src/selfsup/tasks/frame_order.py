@@ -209,12 +209,13 @@ class FrameOrder(Task):
         tuples, labels, _ = order_tuples(clips, self.gap, self.windows, self.foreign)
         rows = min(int(labels.sum()), int((1 - labels).sum()), 6)
         sorted_, shuffled = tuples[labels == 1][:rows], tuples[labels == 0][:rows]
-        blank = torch.zeros_like(tuples[:rows, :1])
+        # Mid-grey, not black: on black-background clips a black panel looks like an empty frame.
+        blank = torch.full_like(tuples[:rows, :1], 0.5)
         grid = torch.cat([sorted_, blank, shuffled, blank], dim=1).flatten(0, 1)
         wrong = torch.zeros(8, dtype=torch.bool)
         wrong[5] = True  # the swapped-in middle frame of the shuffled tuple
         mask = wrong.repeat(rows)
         return {
             "Frame order: left, a tuple in temporal order; right, a shuffled one "
-            "(red: the frame from outside the pair)": outline(grid, mask)
+            "(red: the frame from outside the pair; grey panels separate them)": outline(grid, mask)
         }
