@@ -242,10 +242,15 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto")
 
     f = sub.add_parser(
-        "finetune", help="fine-tune a run's backbone on labelled images; keep the classifier"
+        "finetune",
+        help="fine-tune a run's backbone on labelled images or texts; keep the classifier",
     )
     f.add_argument("run", help="run directory written by `selfsup pretrain`")
-    f.add_argument("--data", help="labelled images, e.g. folder:DIR (default: the run's data)")
+    f.add_argument(
+        "--data",
+        help="labelled images, e.g. folder:DIR, or texts, tsv:TRAIN,TEST / csv:TRAIN,TEST "
+        "(default: the recipe's evaluate.data, else the run's data)",
+    )
     f.add_argument("--out", required=True, help="folder to write the classifier to")
     f.add_argument(
         "--freeze-stages",
@@ -255,17 +260,32 @@ def _parser() -> argparse.ArgumentParser:
         "alone)",
     )
     f.add_argument("--steps", type=_at_least_one, help="training steps (default: from the labels)")
-    f.add_argument("--epochs", type=_at_least_one, help="or passes over the labelled images")
-    f.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    f.add_argument("--batch-size", type=_at_least_one, default=256)
+    f.add_argument("--epochs", type=_at_least_one, help="or passes over the labelled data")
+    f.add_argument(
+        "--lr",
+        type=float,
+        help="AdamW learning rate (default: 1e-3 for images; for texts the recipe's "
+        "evaluate.lr, else 1e-4)",
+    )
+    f.add_argument(
+        "--batch-size",
+        type=_at_least_one,
+        help="default: 256 for images; for texts the recipe's evaluate.batch_size, else 32",
+    )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="cpu, cuda or auto")
     f.add_argument("--no-progress", action="store_true")
 
-    r = sub.add_parser("predict", help="label images with a classifier from `selfsup finetune`")
+    r = sub.add_parser(
+        "predict", help="label images or texts with a classifier from `selfsup finetune`"
+    )
     r.add_argument("classifier", help="folder written by `selfsup finetune`")
-    r.add_argument("--data", required=True, help="images, e.g. folder:DIR")
-    r.add_argument("--out", required=True, help="CSV file to write, one row per image")
+    r.add_argument(
+        "--data",
+        required=True,
+        help="images, e.g. folder:DIR; texts: text:FILE (a text a line), tsv:FILE or csv:FILE",
+    )
+    r.add_argument("--out", required=True, help="CSV file to write, one row per image or text")
     r.add_argument(
         "--split",
         default="all",
@@ -424,10 +444,19 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         device=args.device,
         progress=not args.no_progress,
     )
+    if info["kind"] == "text":
+        trained = (
+            f"fine-tuned for {info['steps']} steps"
+            if info["steps"] is not None
+            else "fitted logistic regression on the frozen word vectors"
+        )
+        what, new = "texts", "text:NEW_TEXTS.txt"
+    else:
+        trained, what, new = f"fine-tuned for {info['steps']} steps", "images", "folder:NEW_IMAGES"
     print(
-        f"fine-tuned for {info['steps']} steps on {info['train_images']} labelled images: "
-        f"{info['test_accuracy']:.3f} accuracy on the {info['test_images']} held out\n"
-        f"classifier in {args.out}\nnext: selfsup predict {args.out} --data folder:NEW_IMAGES "
+        f"{trained} on {info[f'train_{what}']} labelled {what}: {info['test_accuracy']:.3f} "
+        f"accuracy on the {info[f'test_{what}']} held out\n"
+        f"classifier in {args.out}\nnext: selfsup predict {args.out} --data {new} "
         "--out predictions.csv"
     )
 
@@ -513,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                 if done["accuracy"] is not None
                 else ""
             )
-            print(f"wrote {done['path']} ({done['rows']} images{scored})")
+            what = "texts" if done["kind"] == "text" else "images"
+            print(f"wrote {done['path']} ({done['rows']} {what}{scored})")
         elif args.command == "tasks":
             _cmd_tasks()
         elif args.command == "demo":

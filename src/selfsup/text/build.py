@@ -213,13 +213,42 @@ def run_columns(opts: dict[str, Any]) -> Iterator[None]:
         raise MissingColumn(error.problem, run_columns_fix(opts)) from None
 
 
+def text_framing(backbone) -> tuple[bool, int]:
+    """(encoder, max_len): how `backbone` reads a text, for LabeledText.build. An encoder's
+    texts start with [CLS] (a decoder classifies its final token's state instead); texts
+    are cut to the backbone's longest sequence (512 for word vectors, which have none)."""
+    return not getattr(backbone, "causal", False), int(getattr(backbone, "max_len", 512))
+
+
+def split_texts(
+    spec: str, split: str, opts: dict[str, Any], command: str = "embed"
+) -> tuple[list[str], list[str]]:
+    """(every text of a split of a text/tsv/csv spec, in order; each one's label, "" where it
+    has none), for embed and predict. Plain text gives one text per non-empty line of the
+    split's documents (its last 10% of documents is the test split); a table one per data
+    row, an empty text too, so a row's position is its row in the table. `opts`: the run's
+    text options (its column names); `command` names the caller in errors."""
+    parsed = parse_text_spec(spec)
+    if parsed.kind == "parallel":
+        raise SelfSupError(f"{command} takes text:PATH, tsv:PATH or csv:PATH, not parallel data")
+    if parsed.kind in ("tsv", "csv"):
+        delimiter = "\t" if parsed.kind == "tsv" else ","
+        table = iter_table(
+            _table_path(parsed, split), delimiter, opts["text_column"], opts["label_column"]
+        )
+        with run_columns(opts):
+            rows = [(text, label or "") for text, label in table]
+        return [text for text, _ in rows], [label for _, label in rows]
+    texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
+    return texts, [""] * len(texts)
+
+
 def labeled_splits(
     spec: str, recipe, tokenizer: TextTokenizer, backbone
 ) -> tuple[LabeledText, LabeledText]:
     """The train and test splits of a labelled spec, tokenised as `backbone` reads text
     ([CLS]-first for an encoder, truncated to its max_len), test classes in train's order."""
-    opts, encoder = text_options(recipe), not getattr(backbone, "causal", False)
-    max_len = getattr(backbone, "max_len", 512)
+    opts, (encoder, max_len) = text_options(recipe), text_framing(backbone)
     train = labeled_text(spec, "train", tokenizer, opts, encoder, max_len)
     from selfsup.evaluate.labels import require_two_classes
 

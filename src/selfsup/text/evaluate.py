@@ -95,7 +95,7 @@ def evaluate_text_run(
     retrieval = retrieval or recipe.evaluate.get("retrieval")
     if retrieval:
         retrieval_languages(tokenizer, retrieval)  # before the slow work
-    data = data or recipe.evaluate.get("data") or _labelled_default(recipe)
+    data = data or recipe.evaluate.get("data") or labelled_default(recipe)
     if not data:
         # Without labelled data --labels and --protocol have nothing to act on; say so rather
         # than print a perplexity as if it were the whole evaluation.
@@ -149,7 +149,9 @@ def evaluate_text_run(
     return results
 
 
-def _labelled_default(recipe) -> str | None:
+def labelled_default(recipe) -> str | None:
+    """The run's own data when it is a labelled table with a test file (tsv:TRAIN,TEST), the
+    labelled data evaluate and finetune use when none is given; else None."""
     spec = parse_text_spec(recipe.data)
     return recipe.data if spec.kind in ("tsv", "csv") and len(spec.paths) == 2 else None
 
@@ -381,27 +383,14 @@ def embed_texts(
     spec, in order; each text's label, "" where it has none). Plain text gives one row per
     non-empty line of the split's documents; a table one per data row, in order."""
     from selfsup.runs import run_backbone
-    from selfsup.text.build import _table_path, run_columns
-    from selfsup.text.corpus import iter_table
+    from selfsup.text.build import split_texts, text_framing
 
     recipe, tokenizer = load_run(run_dir), load_tokenizer(run_dir)
     backbone = run_backbone(run_dir)
-    parsed, opts = parse_text_spec(spec), text_options(recipe)
-    if parsed.kind == "parallel":
-        raise SelfSupError("embed takes text:PATH, tsv:PATH or csv:PATH, not parallel data")
-    if parsed.kind in ("tsv", "csv"):
-        # Every row, an empty text too: a row's index in the .rows.tsv is its row in the table.
-        delimiter = "\t" if parsed.kind == "tsv" else ","
-        path = _table_path(parsed, split)
-        table = iter_table(path, delimiter, opts["text_column"], opts["label_column"])
-        with run_columns(opts):
-            rows = [(text, label or "") for text, label in table]
-        texts, labels = [text for text, _ in rows], [label for _, label in rows]
-    else:
-        texts = [s for doc in documents(parsed, split, {**opts, "limit": None}) for s in doc]
-        labels = [""] * len(texts)
-    encoder = not getattr(backbone, "causal", False)
-    data = LabeledText.build(texts, None, tokenizer, getattr(backbone, "max_len", 512), encoder)
+    # Every row, an empty text too: a row's index in the .rows.tsv is its row in the table.
+    texts, labels = split_texts(spec, split, text_options(recipe))
+    encoder, max_len = text_framing(backbone)
+    data = LabeledText.build(texts, None, tokenizer, max_len, encoder)
     return text_features(backbone, data, device), labels
 
 

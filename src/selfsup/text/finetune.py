@@ -4,6 +4,7 @@
   token's state of a decoder, as BERT and GPT do), whole model or lower layers frozen.
   The same function trains the from-scratch baseline (a freshly initialised copy), so both
   get one budget: the same steps, batch size and learning-rate schedule.
+  `train_text_classifier` is its training, returning the model `selfsup finetune` keeps.
 - `text_features` + logistic regression: the frozen (linear probe / averaged word2vec) path,
   on mean-pooled final states.
 - `tfidf_accuracy`: TF-IDF of words and bigrams + logistic regression on the raw strings.
@@ -75,12 +76,41 @@ def logistic_regression_accuracy(
 ) -> float:
     """Standardised features + L2 logistic regression (C=1, or cross-validated: see
     _logistic_regression)."""
+    model = fit_logistic_regression(train_x, train_y, choose_c=choose_c)
+    return float((model.predict(test_x.numpy()) == test_y.numpy()).mean())
+
+
+def fit_logistic_regression(
+    train_x: torch.Tensor, train_y: torch.Tensor, *, choose_c: bool = False
+):
+    """The fitted scikit-learn pipeline logistic_regression_accuracy scores: standardised
+    features, then L2 logistic regression."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), _logistic_regression(1.0, choose_c))
-    _fit_quietly(model, train_x.numpy(), train_y.numpy())
-    return float((model.predict(test_x.numpy()) == test_y.numpy()).mean())
+    return _fit_quietly(model, train_x.numpy(), train_y.numpy())
+
+
+def logistic_regression_layer(model) -> nn.Linear:
+    """A fit_logistic_regression pipeline as one nn.Linear over the raw features, giving the
+    same class probabilities: the standardisation folds into the weights (w / scale) and the
+    bias (b - w . mean / scale). A binary model's one logit z becomes the two logits (0, z),
+    whose softmax is scikit-learn's (1 - sigmoid(z), sigmoid(z))."""
+    scaler, regression = model[0], model[-1]
+    weight = torch.as_tensor(regression.coef_, dtype=torch.float64)
+    bias = torch.as_tensor(regression.intercept_, dtype=torch.float64)
+    if weight.shape[0] == 1:
+        weight = torch.cat([torch.zeros_like(weight), weight])
+        bias = torch.cat([torch.zeros_like(bias), bias])
+    scale = torch.as_tensor(scaler.scale_, dtype=torch.float64)
+    mean = torch.as_tensor(scaler.mean_, dtype=torch.float64)
+    weight = weight / scale
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias - weight @ mean)
+    return layer
 
 
 def tfidf_accuracy(train: LabeledText, test: LabeledText, *, choose_c: bool = False) -> float:
@@ -114,10 +144,36 @@ def finetune_text(
     device: str = "cpu",
     progress: str | None = None,
 ) -> float:
-    """Test accuracy after training a copy of `backbone` + a linear head for `steps` steps.
+    """Test accuracy after training a copy of `backbone` + a linear head for `steps` steps
+    (train_text_classifier). The caller's backbone is never modified."""
+    model, head = train_text_classifier(
+        backbone, train, test, steps=steps, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, freeze_stages=freeze_stages, seed=seed, device=device,
+        progress=progress,
+    )  # fmt: skip
+    return text_accuracy(model, head, test, device)
+
+
+def train_text_classifier(
+    backbone: nn.Module,
+    train: LabeledText,
+    test: LabeledText,
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    weight_decay: float = 0.01,
+    freeze_stages: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: str | None = None,
+) -> tuple[nn.Module, nn.Linear]:
+    """(a trained copy of `backbone` in eval mode, its linear head on `backbone.features`):
+    the whole model, or all but the first `freeze_stages` stages, trained for `steps` steps.
 
     AdamW with 10% linear warmup and linear decay (BERT's fine-tuning schedule). The caller's
-    backbone is never modified. `progress`: a label to show the steps under (see
+    backbone is never modified. `test` only sizes the head (its classes are train's, in
+    train's order). `progress`: a label to show the steps under (see
     selfsup.evaluate.features.StepProgress); None: quiet.
     """
     from selfsup.evaluate.features import StepProgress
@@ -150,12 +206,28 @@ def finetune_text(
             optimizer.step()
             schedule.step()
             bar.update(step)
-    model.eval()
-    with torch.no_grad():
-        predicted = torch.cat(
-            [
-                head(model.features(test.get_batch(idx)["tokens"].to(device))).argmax(1).cpu()
-                for idx in torch.arange(len(test)).split(256)
-            ]
-        )
-    return float((predicted == test.labels).float().mean())
+    return model.eval(), head.eval()
+
+
+@torch.no_grad()
+def text_logits(
+    backbone: nn.Module, head: nn.Module, data: LabeledText, device: str = "cpu"
+) -> torch.Tensor:
+    """(N, classes) float logits of `head` on `backbone.features` of every text, on the CPU.
+
+    In order, 256 texts a batch, each padded to its longest: the batches fine-tuning was
+    scored on, so a saved classifier applied to the same texts gives the same numbers.
+    """
+    return torch.cat(
+        [
+            head(backbone.features(data.get_batch(idx)["tokens"].to(device))).float().cpu()
+            for idx in torch.arange(len(data)).split(256)
+        ]
+    )
+
+
+def text_accuracy(backbone: nn.Module, head: nn.Module, test: LabeledText, device: str) -> float:
+    """The fraction of `test` whose likeliest class (text_logits) is its label."""
+    predicted = text_logits(backbone, head, test, device).argmax(1)
+    # Counted, not averaged in float32: the fraction predict reports for the same texts.
+    return int((predicted == test.labels).sum()) / len(test)
