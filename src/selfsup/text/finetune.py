@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -131,27 +132,12 @@ def budget_steps(n_labels: int, batch_size: int, epochs: float, max_steps: int) 
 
 
 def finetune_text(
-    backbone: nn.Module,
-    train: LabeledText,
-    test: LabeledText,
-    *,
-    steps: int,
-    batch_size: int = 32,
-    lr: float = 1e-4,
-    weight_decay: float = 0.01,
-    freeze_stages: int = 0,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: str | None = None,
+    backbone: nn.Module, train: LabeledText, test: LabeledText, **options: Any
 ) -> float:
-    """Test accuracy after training a copy of `backbone` + a linear head for `steps` steps
-    (train_text_classifier). The caller's backbone is never modified."""
-    model, head = train_text_classifier(
-        backbone, train, test, steps=steps, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, freeze_stages=freeze_stages, seed=seed, device=device,
-        progress=progress,
-    )  # fmt: skip
-    return text_accuracy(model, head, test, device)
+    """Test accuracy after training a copy of `backbone` + a linear head; options as in
+    train_text_classifier. The caller's backbone is never modified."""
+    model, head = train_text_classifier(backbone, train, test, **options)
+    return text_accuracy(model, head, test, options.get("device", "cpu"))
 
 
 def train_text_classifier(
