@@ -35,6 +35,7 @@ class FileServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.cut_first = False
+        self.fail_with: int | None = None  # answer every request with this HTTP status
         self.requests: list[tuple[str, str | None]] = []
 
     @property
@@ -50,6 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         first = not self.server.requests
         self.server.requests.append((self.path, range_header))
+        if self.server.fail_with:
+            self.send_error(self.server.fail_with)
+            return
         if data is None:
             self.send_error(404)
             return
@@ -176,6 +180,37 @@ def test_http_404_and_unreachable(server, fm_files, tmp_path: Path) -> None:
         download_dataset("mnist", tmp_path, base_url=f"http://127.0.0.1:{port}", retries=1)
 
 
+def test_a_folder_that_cannot_be_written_is_not_a_network_error(
+    server, fm_files, tmp_path, monkeypatch
+) -> None:
+    """A read-only folder (or a full disk) was retried as a connection error, with four
+    requests and a message to check the network; a new folder under a read-only one was a
+    PermissionError traceback. (Permissions are faked: the tests may run as root.)"""
+    base = serve(server, fm_files)
+    real_open = Path.open
+
+    def read_only(self: Path, mode: str = "r", *args, **kwargs):
+        if self.suffix == ".part" and mode != "rb":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    with pytest.raises(DataError, match=r"cannot write .*\.part \(Permission denied\); make"):
+        download_dataset("fashion-mnist", tmp_path, base_url=base, checksums=md5s(fm_files))
+    assert len(server.requests) == 1  # not retried: another attempt would fail the same way
+    monkeypatch.setattr(Path, "open", real_open)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match=r"cannot write .*file/fm \(.*\); make"):
+        download_dataset("fashion-mnist", tmp_path / "file" / "fm", base_url=base)
+
+
+def test_no_part_file_is_promised_when_none_was_written(server, tmp_path: Path) -> None:
+    """A server error before any byte came said "f.gz.part resumes where it stopped"."""
+    server.fail_with = 500
+    with pytest.raises(DataError, match=r"after 2 attempts \(HTTP Error 500.*rerun$"):
+        download.fetch_file(server.url + "/fails", tmp_path / "f.gz", "0" * 32, retries=1)
+
+
 def test_mirror_env_and_load_images_download(server, fm_files, tmp_path, monkeypatch) -> None:
     serve(server, fm_files, prefix="/fashion-mnist")
     monkeypatch.setenv(download.MIRROR_ENV, server.url + "/")
@@ -185,6 +220,35 @@ def test_mirror_env_and_load_images_download(server, fm_files, tmp_path, monkeyp
     train = load_images(f"fashion-mnist:{tmp_path / 'new'}", "train", download=True)
     assert len(train) == 40 and train.images.shape == (40, 1, 28, 28)
     assert all(path.startswith("/fashion-mnist/") for path, _ in server.requests)
+
+
+@pytest.mark.parametrize("mirror", ["my-mirror/datasets", "127.0.0.1:8000", "http://[::1"])
+def test_a_mirror_that_is_no_url_is_a_one_line_error(mirror, tmp_path, monkeypatch) -> None:
+    """Without a scheme the mirror was a bare ValueError traceback (or, for host:port, four
+    attempts and a message to check the network)."""
+    monkeypatch.setenv(download.MIRROR_ENV, mirror)
+    with pytest.raises(DataError, match=r"SELFSUP_DATA_MIRROR '.*' is not an http:// or https"):
+        download_dataset("mnist", tmp_path / "mnist")
+    assert not (tmp_path / "mnist").exists()
+
+
+def test_download_replaces_a_damaged_file_that_is_present(
+    server, fm_files, tmp_path, monkeypatch
+) -> None:
+    """With all four files there but one truncated, --download only said "re-download it"
+    (it fetched only missing files); it now fetches that file again, checked by its md5."""
+    serve(server, fm_files, prefix="/fashion-mnist")
+    monkeypatch.setenv(download.MIRROR_ENV, server.url)
+    monkeypatch.setitem(
+        download.REMOTES, "fashion-mnist", Remote("http://invalid.example/", md5s(fm_files))
+    )
+    download_dataset("fashion-mnist", tmp_path)
+    damaged = tmp_path / FM_NAMES[0]
+    damaged.write_bytes(fm_files[FM_NAMES[0]][:200])
+    with pytest.raises(DataError, match="truncated"):
+        load_images(f"fashion-mnist:{tmp_path}", "train")
+    train = load_images(f"fashion-mnist:{tmp_path}", "train", download=True)
+    assert len(train) == 40 and damaged.read_bytes() == fm_files[FM_NAMES[0]]
 
 
 def make_cifar_tar(shared_data: Path, members: dict[str, bytes] | None = None) -> bytes:

@@ -293,6 +293,81 @@ def test_keep_every_keeps_the_checkpoints_of_those_steps(tmp_path):
         TrainConfig(checkpoint_every=3, keep_every=4)
 
 
+def test_kill_while_keeping_a_checkpoint_leaves_no_truncated_copy(tmp_path, monkeypatch):
+    """A kill mid-copy left a truncated step_N.pt that nothing rewrote; one after last.pt's
+    rename but before the copy left none. Both are mended: copy via a temporary name, and
+    --resume keeps the checkpoint it starts from if its copy is missing."""
+    import shutil
+
+    from selfsup import engine
+
+    real_copy = shutil.copyfile
+
+    def killed_mid_copy(src, dst):
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])  # the first bytes, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.shutil, "copyfile", killed_mid_copy)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_run(tiny_recipe("rotation", steps=6, keep_every=3), run, progress=False)
+    assert int(load_checkpoint(run / CHECKPOINT)["step"]) == 3
+    assert not (run / kept_checkpoint(3)).exists()  # nothing truncated under the final name
+    monkeypatch.setattr(engine.shutil, "copyfile", real_copy)
+    pretrain_run(load_run(run), run, resume=True, progress=False)
+    assert load_checkpoint(run / kept_checkpoint(3))["step"] == 3
+    assert load_checkpoint(run / kept_checkpoint(6))["step"] == 6
+
+
+@pytest.mark.parametrize("emptied", [False, True])
+def test_resume_with_a_run_yaml_that_no_longer_matches_is_refused(tmp_path, emptied):
+    """An edited run.yaml once resumed silently with other steps and batches on top of a
+    checkpoint laid out for the recorded ones; one a crash emptied stood for the defaults
+    (SimCLR on digits) in resume, evaluate and embed alike."""
+    from selfsup.cli import main
+    from selfsup.runs import evaluate_run
+
+    run = tmp_path / "run"
+    pretrain_run(tiny_recipe(steps=6, checkpoint_every=2), run, progress=False)
+    text = (run / "run.yaml").read_text()
+    assert "steps: 6" in text and "batch_size: 32" in text
+    if emptied:
+        (run / "run.yaml").write_text("")
+        for attempt in (lambda: load_run(run), lambda: evaluate_run(run, progress=False)):
+            with pytest.raises(SelfSupError, match="run.yaml lacks task, data, train: it is "
+                               "damaged or was edited; put back the recipe"):  # fmt: skip
+                attempt()
+        assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 2
+        (run / "run.yaml").unlink()
+        with pytest.raises(SelfSupError, match="has checkpoints but no run.yaml; put back"):
+            load_run(run)
+        return
+    text = text.replace("steps: 6", "steps: 9").replace("size: 32", "size: 16")
+    (run / "run.yaml").write_text(text)
+    with pytest.raises(SelfSupError, match="saved with steps=6, batch_size=32.*now say steps=9, "
+                       "batch_size=16.*put those values back in"):  # fmt: skip
+        pretrain_run(load_run(run), run, resume=True, progress=False)
+    assert (run / "run.yaml").read_text() == text  # not rewritten
+    assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 2
+
+
+def test_resume_without_a_checkpoint_says_how_to_start_again(tmp_path, capsys):
+    """A run killed before its first checkpoint keeps only run.yaml; --resume names the
+    command that starts it again, and that command works."""
+    from selfsup.cli import main
+
+    run = tmp_path / "run"
+    pretrain_run(tiny_recipe(steps=3), run, progress=False)
+    (run / CHECKPOINT).unlink()
+    args = ["pretrain", "--resume", str(run), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"selfsup pretrain --recipe {run / 'run.yaml'} --out {run}" in err
+    assert len(err.strip().splitlines()) == 1
+    command = err.split("`")[1].split()[1:]
+    assert main([*command, "--no-progress"]) == 0
+
+
 def test_momentum_is_adamw_beta1():
     """GAN recipes set DCGAN's Adam beta1 = 0.5 through `momentum`; the default stays 0.9."""
     model = torch.nn.Linear(3, 2)

@@ -496,3 +496,41 @@ def test_the_python_api_takes_the_clis_spellings_and_names_bad_arguments(tmp_pat
     for option in ({"k": "5"}, {"seed": "1"}):
         with pytest.raises(SelfSupError, match=f"{next(iter(option))} must be a whole number"):
             evaluate_run(tmp_path / "r", **option)
+
+
+def test_kept_rows_survive_a_last_line_cut_short(tmp_path):
+    """A crash or a full disk mid-row left a cut-short last line, and the whole file of
+    finished rows was thrown away for it; now the rows before it are taken up."""
+    from selfsup.recipe import Recipe, save_recipe
+    from selfsup.runs import EVALUATION_ROWS, kept_rows
+
+    save_recipe(Recipe(), tmp_path)
+    settings = {"labels": [0.1]}
+    rows = [{"method": m, "protocol": "knn", "fraction": 0.1, "accuracy": 0.5} for m in "ab"]
+    with pytest.raises(KeyboardInterrupt), kept_rows(tmp_path, settings) as (keep, finished):
+        assert finished == {}
+        for row in rows:
+            keep(row)
+        with (tmp_path / EVALUATION_ROWS).open("a") as f:
+            f.write('{"method": "c", "proto')  # the third row, cut short
+        raise KeyboardInterrupt
+    with kept_rows(tmp_path, settings) as (keep, finished):
+        assert list(finished) == [("a", "knn", 0.1), ("b", "knn", 0.1)]
+        keep({"method": "c", "protocol": "knn", "fraction": 0.1, "accuracy": 0.5})
+        lines = (tmp_path / EVALUATION_ROWS).read_text().splitlines()
+        assert [json.loads(line).get("method") for line in lines] == [None, "a", "b", "c"]
+
+
+def test_a_damaged_checkpoint_of_a_finished_run_costs_only_the_pictures(tmp_path, capsys):
+    """The backbone comes from its export, but the report's task pictures read last.pt: a
+    damaged one failed the evaluation after every row was measured."""
+    from selfsup.engine import CHECKPOINT
+    from selfsup.runs import evaluate_run
+
+    run = tmp_path / "run"
+    _tiny_run(run)
+    (run / CHECKPOINT).write_bytes((run / CHECKPOINT).read_bytes()[:1000])
+    results = evaluate_run(run, protocols=("knn",), fractions=(1.0,), baselines=(),
+                           progress=False)  # fmt: skip
+    assert results["rows"] and (run / "report.md").is_file()
+    assert "no task pictures" in capsys.readouterr().err

@@ -78,3 +78,12 @@ def test_evaluate_section_is_validated():
 def test_text_data_for_an_image_run_names_the_text_tasks(tmp_path):
     with pytest.raises(SelfSupError, match="tsv is text data, for the text tasks .*mlm"):
         build_data(Recipe(task="simclr"), "train", spec=f"tsv:{tmp_path / 'a.tsv'}")
+
+
+def test_a_binary_recipe_or_run_yaml_is_a_one_line_error(tmp_path):
+    """A recipe (or a run's run.yaml) that is not UTF-8 text once gave a UnicodeDecodeError
+    traceback."""
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"\xff\xfe\x00task: simclr\n")
+    with pytest.raises(SelfSupError, match=r"recipe .*run\.yaml is not valid YAML: 'utf-8'"):
+        load_recipe(path)

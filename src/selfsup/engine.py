@@ -242,6 +242,56 @@ def _atomic_torch_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _keep_checkpoint(out_dir: Path, step: int) -> None:
+    """Copy last.pt to checkpoints/step_N.pt (a copy, not a link: the next save replaces
+    last.pt by renaming over it). Through a temporary name, as last.pt is: a run killed
+    mid-copy would otherwise leave a truncated step_N.pt that nothing ever rewrites."""
+    kept = out_dir / kept_checkpoint(step)
+    tmp = kept.with_name(kept.name + ".tmp")
+    shutil.copyfile(out_dir / CHECKPOINT, tmp)
+    os.replace(tmp, kept)
+
+
+# The settings that decide a run's numbers: a resumed run must keep the ones its checkpoint
+# was saved with (num_workers and accelerator may change, as --resume allows).
+RESUME_FIXED = (
+    "steps",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "warmup_steps",
+    "precision",
+    "devices",
+    "num_nodes",
+    "seed",
+)
+
+
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse, before any data is read, to resume a run that has no checkpoint or whose
+    settings (its run.yaml, edited or emptied by a crash) differ from its checkpoint's, which
+    would otherwise go on silently with other steps, batches or schedule."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise SelfSupError(
+            f"{run_dir} has no checkpoint to resume ({CHECKPOINT}): its pretraining stopped "
+            f"before the first one; start it again with `selfsup pretrain --recipe "
+            f"{run_dir / 'run.yaml'} --out {run_dir}`"
+        )
+    recorded = load_checkpoint(path).get("config") or {}
+    differ = [n for n in RESUME_FIXED if n in recorded and recorded[n] != getattr(config, n)]
+    if differ:
+        was = ", ".join(f"{name}={recorded[name]}" for name in differ)
+        now = ", ".join(f"{name}={getattr(config, name)}" for name in differ)
+        raise SelfSupError(
+            f"{path} was saved with {was}, but the run's settings now say {now}; --resume "
+            f"continues a run as it began: put those values back in {run_dir / 'run.yaml'}, "
+            "or start a new run with --out"
+        )
+
+
 def _rng_states() -> dict:
     # Tensors, ints and tuples only, so the checkpoint loads with weights_only=True.
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -457,6 +507,9 @@ def pretrain(
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_path, start_step)
+        kept = config.keep_every and start_step and start_step % config.keep_every == 0
+        if kept and not (out_dir / kept_checkpoint(start_step)).exists():
+            _keep_checkpoint(out_dir, start_step)  # killed after last.pt, before its copy
 
     def save(step: int) -> None:
         if rank == 0:
@@ -474,8 +527,7 @@ def pretrain(
                 out_dir / CHECKPOINT,
             )
             if config.keep_every and step % config.keep_every == 0:
-                # A copy, not a link: the next save replaces last.pt by renaming over it.
-                shutil.copyfile(out_dir / CHECKPOINT, out_dir / kept_checkpoint(step))
+                _keep_checkpoint(out_dir, step)
         fabric.barrier()
 
     bar = _Progress(config.steps, start_step, progress and rank == 0)

@@ -202,7 +202,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise SelfSupError(f"recipe {path} not found; see the recipes/ folder for examples")
     try:
         values = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:  # a binary or damaged file too
         raise SelfSupError(
             f"recipe {path} is not valid YAML: {error}".replace("\n", " ")
         ) from error
@@ -224,12 +224,26 @@ def save_recipe(recipe: Recipe, run_dir: Path) -> None:
 def load_run(run_dir: str | Path) -> Recipe:
     """The recipe a run directory was trained with."""
     run_dir = Path(run_dir)
+    fix = (
+        f"put back the recipe it was started with (selfsup pretrain writes every key) as "
+        f"{run_dir / RUN_FILE}"
+    )
     if not (run_dir / RUN_FILE).is_file():
+        if (run_dir / "checkpoints").is_dir():
+            raise SelfSupError(f"{run_dir} has checkpoints but no {RUN_FILE}; {fix}")
         raise SelfSupError(
             f"{run_dir} is not a selfsup run (no {RUN_FILE}); pass the --out folder of "
             "`selfsup pretrain`"
         )
-    return load_recipe(run_dir / RUN_FILE)
+    values = read_recipe(run_dir / RUN_FILE)
+    # A run's file names its task and data; without them the defaults (SimCLR on digits)
+    # would stand in for what was trained.
+    missing = [key for key in ("task", "data", "train") if key not in values]
+    if missing:
+        raise SelfSupError(
+            f"{run_dir / RUN_FILE} lacks {', '.join(missing)}: it is damaged or was edited; {fix}"
+        )
+    return Recipe.from_dict(values, source=str(run_dir / RUN_FILE))
 
 
 def set_option(recipe: Recipe, assignment: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from selfsup.engine import CHECKPOINT, TrainConfig, load_checkpoint, pretrain
+from selfsup.engine import CHECKPOINT, TrainConfig, check_resumable, load_checkpoint, pretrain
 from selfsup.errors import NoTestSplit, SelfSupError
 from selfsup.evaluate.labels import parse_fraction
 from selfsup.recipe import (
@@ -207,6 +207,8 @@ def pretrain_run(
         )
     recipe.check()
     config = TrainConfig.from_dict(recipe.train)
+    if resume:
+        check_resumable(out_dir, config)  # before the data is read and run.yaml rewritten
     # run.yaml keeps the data spec as given, and names the backbone even where the recipe
     # left it to the task; `recipe` below reads the data from where the run was started.
     recipe = saved = dataclasses.replace(recipe, backbone=recipe.backbone_name)
@@ -362,11 +364,18 @@ def kept_rows(
         lines = kept.read_text().splitlines()
         try:
             same = bool(lines) and json.loads(lines[0]) == header
-            rows = [json.loads(line) for line in lines[1:]] if same else []
-        except json.JSONDecodeError:  # a line cut short by the interruption: start over
-            same, rows = False, []
+        except json.JSONDecodeError:  # a header cut short: no row can be trusted
+            same = False
+        rows = []
+        for line in lines[1:] if same else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short (a crash, a full disk): the rows before it stand
         finished = {(r["method"], r["protocol"], r["fraction"]): r for r in rows}
         if finished:
+            # Rewritten without the cut line, which the next row would otherwise extend.
+            kept.write_text("".join(json.dumps(x) + "\n" for x in [header, *rows]))
             print(
                 f"note: taking {len(finished)} row(s) the interrupted evaluation finished from "
                 f"{kept}",
@@ -609,7 +618,13 @@ def _task_pictures(run_dir: Path, dataset) -> dict[str, torch.Tensor]:
     video tasks get the first clips instead."""
     if not (run_dir / CHECKPOINT).exists():
         return {}
-    task = trained_task(run_dir, dataset.image_shape)
+    try:
+        task = trained_task(run_dir, dataset.image_shape)
+    except SelfSupError as error:
+        # Called once the rows are measured: a damaged checkpoint (the backbone was read from
+        # its export) costs the report these pictures, not the whole evaluation.
+        print(f"note: the report has no task pictures: {error}", file=sys.stderr)
+        return {}
     if task.takes_clips:
         if not hasattr(dataset, "clips"):
             return {}

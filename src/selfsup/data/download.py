@@ -16,6 +16,7 @@ import sys
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,6 +89,14 @@ def _progress(description: str, total: int | None, done: int) -> Iterator[Callab
         yield lambda n: bar.advance(task, n)
 
 
+def _cannot_write(path: Path, error: OSError) -> DataError:
+    """A local write failed (read-only folder, full disk): no retry or other server helps."""
+    return DataError(
+        f"cannot write {path} ({error.strerror or error}); make {path.parent} writable, free "
+        "some space, or give another DIR"
+    )
+
+
 def _stream_to_part(url: str, part: Path) -> None:
     """Fetch `url` into `part`, continuing from its current size; ConnectionError if cut short."""
     offset = part.stat().st_size if part.exists() else 0
@@ -108,10 +117,23 @@ def _stream_to_part(url: str, part: Path) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         mode = "ab" if offset else "wb"
-        with part.open(mode) as f, _progress(part.stem, total, offset) as advance:
+        try:
+            f = part.open(mode)
+        except OSError as exc:
+            raise _cannot_write(part, exc) from exc
+        # Local write errors become DataError, which the caller does not retry: only errors
+        # of the connection (OSError from response.read) are worth another attempt.
+        with f, _progress(part.stem, total, offset) as advance:
             while chunk := response.read(_CHUNK):
-                f.write(chunk)
+                try:
+                    f.write(chunk)
+                except OSError as exc:
+                    raise _cannot_write(part, exc) from exc
                 advance(len(chunk))
+            try:
+                f.flush()
+            except OSError as exc:
+                raise _cannot_write(part, exc) from exc
     size = part.stat().st_size
     if total is not None and size < total:
         raise ConnectionError(f"connection closed after {size} of {total} bytes")
@@ -122,7 +144,10 @@ def fetch_file(url: str, dest: Path, md5: str, retries: int = 3) -> Path:
     if dest.is_file():
         if file_md5(dest) == md5:
             return dest
-        dest.unlink()  # stale or damaged copy: fetch it again
+        try:
+            dest.unlink()  # stale or damaged copy: fetch it again
+        except OSError as exc:
+            raise _cannot_write(dest, exc) from exc
     part = dest.with_name(dest.name + ".part")
     error: Exception | None = None
     for attempt in range(retries + 1):
@@ -141,9 +166,10 @@ def fetch_file(url: str, dest: Path, md5: str, retries: int = 3) -> Path:
         if attempt < retries:
             time.sleep(BACKOFF_S * 2**attempt)
     else:
+        resumes = f": {part.name} resumes where it stopped" if part.exists() else ""
         raise DataError(
             f"could not download {url} after {retries + 1} attempts ({error}); check the network "
-            f"or {MIRROR_ENV} and rerun: {part.name} resumes where it stopped"
+            f"or {MIRROR_ENV} and rerun{resumes}"
         )
     actual = file_md5(part)
     if actual != md5:
@@ -190,6 +216,21 @@ def _extract_cifar(archive: Path, root: Path) -> Path:
     return final
 
 
+def _check_base_url(base: str, source: str) -> None:
+    """Refuse a mirror that is no URL ("my-mirror/datasets", "host:port") up front: urllib
+    would raise a bare ValueError, or fail it as a connection error four times over."""
+    try:
+        parts = urllib.parse.urlsplit(base)
+        ok = parts.scheme == "file" or (parts.scheme in ("http", "https") and bool(parts.hostname))
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        ok = False
+    if not ok:
+        raise DataError(
+            f"{source} {base!r} is not an http:// or https:// URL; set it like "
+            "https://my-mirror/datasets"
+        )
+
+
 def download_dataset(
     kind: str,
     root: Path,
@@ -209,11 +250,17 @@ def download_dataset(
     if kind == "cifar10" and all((root / CIFAR_DIRNAME / f).is_file() for f in _CIFAR_FILES):
         return root / CIFAR_DIRNAME
     remote = REMOTES[kind]
-    if base_url is None and os.environ.get(MIRROR_ENV):
+    if base_url is not None:
+        _check_base_url(base_url, "base_url")
+    elif os.environ.get(MIRROR_ENV):
+        _check_base_url(os.environ[MIRROR_ENV], MIRROR_ENV)
         base_url = f"{os.environ[MIRROR_ENV].rstrip('/')}/{kind}/"
     base = (base_url or remote.base_url).rstrip("/")
     checksums = checksums or {}
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(root, exc) from exc
     for name, md5 in remote.files.items():
         fetch_file(f"{base}/{name}", root / name, checksums.get(name, md5), retries)
     if kind == "cifar10":

@@ -78,6 +78,12 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.T
     return out
 
 
+def _load_files(kind: str, directory: Path, split: str) -> TensorImageDataset:
+    if kind == "cifar10":
+        return load_cifar10(directory, split)
+    return load_idx_dataset(directory, split, kind)
+
+
 def load_images(
     spec: str, split: str = "train", *, image_size: int | None = None, download: bool = False
 ) -> ImageDataset:
@@ -111,10 +117,17 @@ def load_images(
     dataset: TensorImageDataset
     if kind == "digits":
         dataset = load_digits_dataset(split)
-    elif kind == "cifar10":
-        dataset = load_cifar10(directory, split)  # type: ignore[arg-type]
     else:
-        dataset = load_idx_dataset(directory, split, kind)  # type: ignore[arg-type]
+        try:
+            dataset = _load_files(kind, directory, split)  # type: ignore[arg-type]
+        except DataError:
+            if not download:
+                raise
+            # Every file is there but one is damaged (truncated, corrupt): with --download,
+            # fetch it again rather than only saying so. download_dataset checks each file's
+            # md5 and replaces those that differ.
+            download_dataset(kind, directory)  # type: ignore[arg-type]
+            dataset = _load_files(kind, directory, split)  # type: ignore[arg-type]
 
     if image_size is not None and dataset.images.shape[-1] != image_size:
         dataset = TensorImageDataset(
