@@ -274,6 +274,24 @@ def test_cifar10_download_and_extract(server, shared_data, tmp_path: Path) -> No
     assert not (tmp_path / ".cifar-10-extracting").exists()
 
 
+def test_download_extracts_cifar10_again_when_a_batch_is_damaged(
+    server, shared_data, tmp_path, monkeypatch
+) -> None:
+    """CIFAR-10's batches have no checksum of their own, so a damaged one was never replaced
+    once all were there; with --download the checked archive is extracted again."""
+    archive = {"cifar-10-binary.tar.gz": make_cifar_tar(shared_data)}
+    monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+    monkeypatch.setitem(download.REMOTES, "cifar10", Remote(serve(server, archive), md5s(archive)))
+    download_dataset("cifar10", tmp_path)
+    damaged = tmp_path / "cifar-10-batches-bin" / "data_batch_2.bin"
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[:100])
+    with pytest.raises(DataError, match="truncated"):
+        load_images(f"cifar10:{tmp_path}", "train")
+    assert len(load_images(f"cifar10:{tmp_path}", "train", download=True)) == 10
+    assert damaged.read_bytes() == good
+
+
 def test_cifar10_tar_with_escaping_path_is_refused(server, shared_data, tmp_path: Path) -> None:
     archive = {"cifar-10-binary.tar.gz": make_cifar_tar(shared_data, {"../evil.txt": b"x"})}
     base = serve(server, archive)

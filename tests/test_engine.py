@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -465,3 +466,19 @@ def test_resume_on_data_of_another_size(tmp_path, capsys, task):
 def test_too_small_a_dataset_names_what_it_counts():
     with pytest.raises(SelfSupError, match="has 3 sequences, fewer than one batch of 8"):
         BatchOrder(3, 8, seed=0, unit="sequences")
+
+
+def test_a_damaged_export_names_the_resume_that_writes_it_again(tmp_path):
+    from selfsup.backbones import load_backbone
+
+    run = tmp_path / "run"
+    pretrain_run(tiny_recipe(steps=3), run, progress=False)
+    weights = run / "backbone" / "backbone.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:50])
+    with pytest.raises(
+        SelfSupError, match=rf"corrupt .*`selfsup pretrain --resume {re.escape(str(run))}`"
+    ):
+        load_backbone(run / "backbone")
+    pretrain_run(load_run(run), run, resume=True, progress=False)  # already complete: exports
+    assert weights.read_bytes() == good

@@ -238,7 +238,12 @@ def _worker_message(error: Exception) -> str:
 def _atomic_torch_save(obj: object, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        # On disk before the rename: after a power cut the new name must not point at a
+        # file whose data was still in the page cache.
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -323,7 +328,7 @@ def load_checkpoint(path: Path) -> dict:
     except Exception as error:  # noqa: BLE001 - any failure means the same to the user
         raise SelfSupError(
             f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to restart "
-            "from scratch"
+            "from scratch, or copy a kept checkpoints/step_N.pt over it to go on from there"
         ) from error
 
 

@@ -75,9 +75,9 @@ def read_description(path: str | Path) -> dict[str, Any]:
     try:
         description = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SelfSupError(f"{file} is not valid JSON ({error}); save the backbone again") from None
+        raise SelfSupError(f"{file} is not valid JSON ({error}); {_save_again(folder)}") from None
     if not isinstance(description, dict) or description.get("format") != FORMAT:
-        raise SelfSupError(f"{file} is not a {FORMAT} description; save the backbone again")
+        raise SelfSupError(f"{file} is not a {FORMAT} description; {_save_again(folder)}")
     return description
 
 
@@ -200,12 +200,14 @@ def load_backbone(path: str | Path, *, check_inputs: bool = True) -> nn.Module:
     folder = _folder(path)
     weights_file = folder / WEIGHTS
     if not weights_file.is_file():
-        raise SelfSupError(f"no {WEIGHTS} in {folder}; the save was incomplete, save it again")
+        raise SelfSupError(
+            f"no {WEIGHTS} in {folder}; the save was incomplete: {_save_again(folder)}"
+        )
     backbone = build_backbone(**description["config"])
     try:
         weights = load_file(str(weights_file), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
-        message = f"{weights_file} is corrupt ({error}); save the backbone again"
+        message = f"{weights_file} is corrupt ({error}); {_save_again(folder)}"
         raise SelfSupError(message) from None
     try:
         backbone.load_state_dict(weights, strict=True)
@@ -221,6 +223,14 @@ def load_backbone(path: str | Path, *, check_inputs: bool = True) -> nn.Module:
             InputCheck(int(config["in_channels"]), int(config["image_size"]))
         )
     return backbone.eval()
+
+
+def _save_again(folder: Path) -> str:
+    """How to write a damaged save again: a run's export is rewritten from its checkpoint."""
+    run = folder.parent
+    if folder.name == "backbone" and (run / "run.yaml").is_file():
+        return f"export it again from the run's checkpoint with `selfsup pretrain --resume {run}`"
+    return "save the backbone again"
 
 
 def _folder(path: str | Path) -> Path:

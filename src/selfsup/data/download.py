@@ -238,16 +238,23 @@ def download_dataset(
     base_url: str | None = None,
     checksums: dict[str, str] | None = None,
     retries: int = 3,
+    refresh: bool = False,
 ) -> Path:
     """Download `kind` ("mnist", "fashion-mnist" or "cifar10") into `root`; return the data folder.
 
     `base_url` replaces the origin (else SELFSUP_DATA_MIRROR/<kind>/, else the official URL);
     `checksums` replaces the md5 of the named files. Files already verified are not fetched again.
+    `refresh`: extract CIFAR-10's batches again even when they are all there (one failed to
+    load; only the archive has a checksum to check them by).
     """
     if kind not in REMOTES:
         raise SelfSupError(f"cannot download '{kind}'; downloadable: {', '.join(REMOTES)}")
     root = Path(root)
-    if kind == "cifar10" and all((root / CIFAR_DIRNAME / f).is_file() for f in _CIFAR_FILES):
+    if (
+        kind == "cifar10"
+        and not refresh
+        and all((root / CIFAR_DIRNAME / f).is_file() for f in _CIFAR_FILES)
+    ):
         return root / CIFAR_DIRNAME
     remote = REMOTES[kind]
     if base_url is not None:

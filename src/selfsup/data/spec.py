@@ -125,8 +125,8 @@ def load_images(
                 raise
             # Every file is there but one is damaged (truncated, corrupt): with --download,
             # fetch it again rather than only saying so. download_dataset checks each file's
-            # md5 and replaces those that differ.
-            download_dataset(kind, directory)  # type: ignore[arg-type]
+            # md5 and replaces those that differ (CIFAR-10: extracts the checked archive again).
+            download_dataset(kind, directory, refresh=True)  # type: ignore[arg-type]
             dataset = _load_files(kind, directory, split)  # type: ignore[arg-type]
 
     if image_size is not None and dataset.images.shape[-1] != image_size:
