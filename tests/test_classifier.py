@@ -147,6 +147,76 @@ def test_bad_input_is_one_line_and_nothing_is_overwritten(run, tmp_path, capsys)
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p.csv").exists()
 
 
+def test_a_folder_is_fine_tuned_at_the_size_predict_reads_it(run, tmp_path):
+    # The digits run has no image_size in its recipe (its backbone takes 8 px); a folder of
+    # 24 px PNGs used to be fine-tuned at the folder default of 32 px while predict and
+    # prepare_images resize to the backbone's 8 px, so predict scored other pixels.
+    _digit_folder(tmp_path / "labelled", count=100)
+    data = f"folder:{tmp_path / 'labelled'}"
+    info = finetune_run(run, tmp_path / "clf", data=data, steps=20, progress=False)
+    clf = load_classifier(tmp_path / "clf")
+    assert info["image_size"] == clf.backbone.config["image_size"] == 8
+    done = predict(tmp_path / "clf", data, tmp_path / "test.csv", split="test")
+    assert done["labelled"] == info["test_images"]
+    assert done["accuracy"] == pytest.approx(info["test_accuracy"], abs=1e-9)
+
+
+def test_finetune_never_overwrites_a_backbone_or_a_run_it_did_not_write(run, tmp_path):
+    before = {p.name: p.read_bytes() for p in (run / "backbone").iterdir()}
+    for out, message in ((run / "backbone", "holds a backbone .* would overwrite"),
+                         (run, "is a pretraining run")):  # fmt: skip
+        with pytest.raises(SelfSupError, match=message):
+            finetune_run(run, out, steps=2, progress=False)
+    assert {p.name: p.read_bytes() for p in (run / "backbone").iterdir()} == before
+    assert not (run / "classifier.json").exists()
+    # An unfinished save of finetune's own (no classifier.json yet) is written over.
+    finetune_run(run, tmp_path / "clf", steps=2, progress=False)
+    (tmp_path / "clf" / "classifier.json").unlink()
+    finetune_run(run, tmp_path / "clf", steps=2, progress=False)
+    assert (tmp_path / "clf" / "classifier.json").is_file()
+
+
+def test_a_file_in_the_way_of_out_is_one_line_before_any_work(run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    finetune_run(run, tmp_path / "clf", steps=2, progress=False)
+    for argv in (["finetune", str(run), "--out", str(tmp_path / "notes.txt" / "clf"),
+                  "--steps", "2", "--no-progress"],
+                 ["predict", str(tmp_path / "clf"), "--data", "digits",
+                  "--out", str(tmp_path / "notes.txt" / "p.csv")]):  # fmt: skip
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and "notes.txt is a file, not a folder" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    code = main(["predict", str(tmp_path / "nowhere"), "--data", "digits",
+                 "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and f"classifier folder {tmp_path / 'nowhere'} does not exist" in err
+
+
+def test_labels_that_are_no_class_of_the_classifier_are_named(run, tmp_path, capsys):
+    _digit_folder(tmp_path / "labelled")
+    finetune_run(run, tmp_path / "clf", data=f"folder:{tmp_path / 'labelled'}", steps=2,
+                 progress=False)  # fmt: skip
+    # The same images under other class names (a user's spelling): every row counts as wrong,
+    # and predict says why.
+    for folder in (tmp_path / "labelled").iterdir():
+        folder.rename(tmp_path / "labelled" / f"digit {folder.name}")
+    code = main(["predict", str(tmp_path / "clf"), "--data", f"folder:{tmp_path / 'labelled'}",
+                 "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0 and "0.000 right of the 40 with labels" in out
+    assert "note: labels digit 0, digit 1, " in err
+    assert "are none of the classifier's classes (0, 1, 2, " in err
+    # A flat folder to fine-tune on: the fix is labels, not a test split.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for png in sorted((tmp_path / "labelled").rglob("*.png"))[:5]:
+        (flat / png.name).write_bytes(png.read_bytes())
+    with pytest.raises(SelfSupError, match="fine-tuning needs labels"):
+        finetune_run(run, tmp_path / "x", data=f"folder:{flat}", steps=2, progress=False)
+
+
 # Text classifiers: a tiny MLM pretrained on SST-2 sentences, fine-tuned on a slice of them.
 
 
@@ -301,6 +371,11 @@ def test_bad_text_input_is_one_line_and_writes_nothing(text_run, sst2_slice, tmp
     for kwargs, message in cases:
         with pytest.raises(SelfSupError, match=message):
             finetune_run(text_run, tmp_path / "x", progress=False, **kwargs)
+    test_file = Path(sst2_slice.split(",")[1])
+    (tmp_path / "odd.tsv").write_text(test_file.read_text() + "a new kind of label\tneutral\n")
+    odd = f"{train_only},{tmp_path / 'odd.tsv'}"
+    with pytest.raises(SelfSupError, match=r"\['neutral'\] .* add training rows with them"):
+        finetune_run(text_run, tmp_path / "x", data=odd, steps=2, progress=False)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a sentence with no label\n")
     save_recipe(Recipe(task="mlm", data=f"text:{corpus}"), tmp_path / "unlabelled_run")

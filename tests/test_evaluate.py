@@ -534,3 +534,21 @@ def test_a_damaged_checkpoint_of_a_finished_run_costs_only_the_pictures(tmp_path
                            progress=False)  # fmt: skip
     assert results["rows"] and (run / "report.md").is_file()
     assert "no task pictures" in capsys.readouterr().err
+
+
+def test_other_data_is_read_at_the_size_the_backbone_was_pretrained_at(tmp_path):
+    """A recipe without image_size (digits' own 8 px) once left a folder at its default 32 px
+    for evaluate and embed, a scale the backbone never saw (and a ViT cannot take)."""
+    from PIL import Image
+
+    from selfsup.backbones import build_backbone
+    from selfsup.recipe import Recipe
+    from selfsup.runs import backbone_data
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("L", (40, 40), 60 * i).save(tmp_path / name / f"{i}.png")
+    backbone = build_backbone("small_cnn", in_channels=1, image_size=8, width=8)
+    dataset = backbone_data(Recipe(data="digits"), "train", f"folder:{tmp_path}", backbone)
+    assert dataset.image_shape == (1, 8, 8)

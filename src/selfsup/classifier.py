@@ -130,6 +130,11 @@ def read_classifier_description(folder: str | Path) -> dict[str, Any]:
     """The parsed classifier.json of a saved classifier, or a one-line error saying why not."""
     folder = Path(folder)
     file = folder / DESCRIPTION
+    if not folder.is_dir():
+        raise SelfSupError(
+            f"classifier folder {folder} does not exist; give a folder written by "
+            "`selfsup finetune RUN --data ... --out DIR`"
+        )
     if not file.is_file():
         if (folder / "backbone.json").is_file() or (folder / "backbone").is_dir():
             raise SelfSupError(
@@ -236,10 +241,7 @@ def finetune_run(
     if lr is not None and not lr > 0:
         raise SelfSupError(f"lr must be above 0, got {lr}")
     out = Path(out)
-    if (out / DESCRIPTION).exists():
-        raise SelfSupError(f"{out} already holds a classifier; pick another --out or delete it")
-    if out.exists() and not out.is_dir():
-        raise SelfSupError(f"--out {out} is a file; give a directory for the classifier")
+    _require_free_out(out)
     run_dir = Path(run_dir)
     recipe = load_run_data(run_dir, note=data is None)
     data = data or recipe.evaluate.get("data")
@@ -264,13 +266,15 @@ def finetune_run(
     device = resolve_device(device)
     backbone = run_backbone(run_dir)
     pretrained = note_partial_run(run_dir, "fine-tuning")
-    train, test = (backbone_data(recipe, split, data, backbone) for split in ("train", "test"))
-    for split, dataset in (("train", train), ("test", test)):
-        if not dataset.has_labels:
+    datasets = {}  # at the backbone's image size (backbone_data), as predict reads them
+    for split in ("train", "test"):  # train first: a flat folder gets the "needs labels" fix
+        datasets[split] = backbone_data(recipe, split, data, backbone)
+        if not datasets[split].has_labels:
             raise SelfSupError(
                 f"{data or recipe.data} ({split} split) has unlabeled images; fine-tuning needs "
                 "labels (for an image folder: one sub-folder per class)"
             )
+    train, test = datasets["train"], datasets["test"]
     require_two_classes(train.labels, data or recipe.data, "label images of two classes or more")
     result = finetune(
         backbone, train, test, freeze_stages=freeze_stages, steps=steps, epochs=epochs,
@@ -287,6 +291,7 @@ def finetune_run(
         "test_accuracy": result.accuracy,
         "test_images": len(test),
         "train_images": len(train),
+        "image_size": int(train.image_shape[-1]),  # the backbone's: predict resizes to it
         "steps": result.steps,
         "freeze_stages": freeze_stages,
         "lr": lr,
@@ -295,8 +300,53 @@ def finetune_run(
         "pretraining_steps": pretrained.get("steps"),
         "data": data or recipe.data,
     }
-    save_classifier(classifier, out, info)
+    _save(classifier, out, info)
     return {"kind": "image", "classes": classes, **info}
+
+
+def _require_free_out(out: Path) -> None:
+    """Refuse, before any training, an --out that would overwrite what is not an unfinished
+    classifier save: a classifier, a run, a backbone (a run's backbone/ folder) or a file."""
+    if (out / DESCRIPTION).exists():
+        raise SelfSupError(f"{out} already holds a classifier; pick another --out or delete it")
+    if out.exists() and not out.is_dir():
+        raise SelfSupError(f"--out {out} is a file; give a directory for the classifier")
+    _require_folder_path(out, "--out")
+    if (out / "run.yaml").exists():
+        raise SelfSupError(f"{out} is a pretraining run; give --out a folder of its own")
+    backbone_json = out / "backbone.json"
+    if backbone_json.is_file():
+        # save_classifier marks its backbone: one without the mark came from elsewhere (the
+        # run's own backbone/ folder), and save_backbone would overwrite its weights.
+        try:
+            extra = json.loads(backbone_json.read_text()).get("extra") or {}
+        except (ValueError, AttributeError):
+            extra = {}
+        if extra.get("fine_tuned_for") != DESCRIPTION:
+            raise SelfSupError(
+                f"{out} holds a backbone (backbone.json) that fine-tuning would overwrite; "
+                "give --out a folder of its own"
+            )
+
+
+def _require_folder_path(path: Path, flag: str) -> None:
+    """Fail now, not after the slow work, where a file stands in a folder's place above
+    `path` (the folders to write into are made at the save)."""
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise SelfSupError(
+            f"{flag} {path}: {existing} is a file, not a folder; give a path in a folder"
+        )
+
+
+def _save(classifier: Classifier, out: Path, info: dict[str, Any]) -> None:
+    """save_classifier, with a failure to write (no space, no permission) as one line."""
+    try:
+        save_classifier(classifier, out, info)
+    except OSError as error:
+        raise SelfSupError(
+            f"could not write the classifier to {out} ({error}); give a writable --out"
+        ) from None
 
 
 def finetune_text_run(
@@ -419,7 +469,7 @@ def finetune_text_run(
         "pretraining_steps": pretrained.get("steps"),
         "data": data,
     }
-    save_classifier(classifier, out, info)
+    _save(classifier, out, info)
     return {"kind": "text", "classes": list(train.classes), **info}
 
 
@@ -437,7 +487,9 @@ def predict(
     first 200 characters), the predicted class, its probability and each class's probability.
     A text classifier takes tsv:/csv: tables (a label column is optional) and text:FILE (one
     text per non-empty line). `split="all"`: the train split, then the test split where there
-    is one. Returns {"kind", "rows", "path", "accuracy" (None without labels), "labelled"}."""
+    is one. Returns {"kind", "rows", "path", "accuracy" (None without labels), "labelled",
+    "classes" (the classifier's), "unknown_labels" (the data's labels that are none of
+    them)}."""
     from selfsup.evaluate.report import atomic_write
     from selfsup.runs import resolve_device
     from selfsup.text.corpus import is_text_spec
@@ -447,6 +499,7 @@ def predict(
     out = Path(out)
     if out.is_dir():
         raise SelfSupError(f"--out {out} is a directory; give the .csv file to write")
+    _require_folder_path(out, "--out")
     device = resolve_device(device)
     classifier = load_classifier(classifier_dir, check_inputs=False).to(device)
     text = isinstance(classifier, TextClassifier)
@@ -467,17 +520,26 @@ def predict(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     right = labelled = 0
+    unknown: set[str] = set()
     for part, index, truth, where, name, p in rows:
         if truth:  # matched by class name: a label the classifier never saw counts as wrong
             labelled += 1
             right += truth == name
+            if truth not in classifier.classes:
+                unknown.add(truth)
         writer.writerow([part, index, truth, where, name, f"{float(p.max()):.4f}",
                          *(f"{v:.4f}" for v in p.tolist())])  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, buffer.getvalue())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, buffer.getvalue())
+    except OSError as error:
+        raise SelfSupError(f"could not write {out} ({error}); give a writable --out") from None
     accuracy = right / labelled if labelled else None
+    # Labels the classifier has no class for (another spelling, a new class) count as wrong:
+    # the caller says so, or an accuracy of 0.000 would go unexplained.
     return {"kind": "text" if text else "image", "rows": len(rows), "path": out,
-            "accuracy": accuracy, "labelled": labelled}  # fmt: skip
+            "accuracy": accuracy, "labelled": labelled, "classes": list(classifier.classes),
+            "unknown_labels": sorted(unknown)}  # fmt: skip
 
 
 # One CSV row of predict: split, index in it, true label ("" for none), file or text, the

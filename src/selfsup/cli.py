@@ -244,6 +244,11 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "finetune",
         help="fine-tune a run's backbone on labelled images or texts; keep the classifier",
+        # --help shows this, not the one-line help: say what is written and what comes next.
+        description="Fine-tune RUN's backbone with a linear head on the train split of --data, "
+        "print its accuracy on the test split (a labelled folder holds out 20% of each class) "
+        "and write the classifier to --out (backbone, head.safetensors, classifier.json); "
+        "then label new data with `selfsup predict OUT --data ... --out predictions.csv`.",
     )
     f.add_argument("run", help="run directory written by `selfsup pretrain`")
     f.add_argument(
@@ -272,12 +277,16 @@ def _parser() -> argparse.ArgumentParser:
         type=_at_least_one,
         help="default: 256 for images; for texts the recipe's evaluate.batch_size, else 32",
     )
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     f.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser(
-        "predict", help="label images or texts with a classifier from `selfsup finetune`"
+        "predict",
+        help="label images or texts with a classifier from `selfsup finetune`",
+        description="Write a CSV with one row per image or text of --data: split, index, "
+        "label (where the data has one), file or text, the predicted class, its probability "
+        "and p(CLASS) for each class; on labelled data also print the fraction right.",
     )
     r.add_argument("classifier", help="folder written by `selfsup finetune`")
     r.add_argument(
@@ -429,8 +438,11 @@ def _cmd_evaluate(args: argparse.Namespace, command: str) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
+    import time
+
     from selfsup.classifier import finetune_run
 
+    started = time.perf_counter()
     info = finetune_run(
         args.run,
         args.out,
@@ -455,10 +467,16 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         trained, what, new = f"fine-tuned for {info['steps']} steps", "images", "folder:NEW_IMAGES"
     print(
         f"{trained} on {info[f'train_{what}']} labelled {what}: {info['test_accuracy']:.3f} "
-        f"accuracy on the {info[f'test_{what}']} held out\n"
+        f"accuracy on the {info[f'test_{what}']} held out "
+        f"({time.perf_counter() - started:.0f} s)\n"
         f"classifier in {args.out}\nnext: selfsup predict {args.out} --data {new} "
         "--out predictions.csv"
     )
+
+
+def _few(names: list[str], most: int = 10) -> str:
+    """The first `most` names, comma-separated, with ", ..." where there are more."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -543,6 +561,13 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
             what = "texts" if done["kind"] == "text" else "images"
+            if done["unknown_labels"]:
+                # Else a low accuracy from differently spelt class names goes unexplained.
+                print(
+                    f"note: labels {_few(done['unknown_labels'])} are none of the classifier's "
+                    f"classes ({_few(done['classes'])}); their rows count as wrong",
+                    file=sys.stderr,
+                )
             print(f"wrote {done['path']} ({done['rows']} {what}{scored})")
         elif args.command == "tasks":
             _cmd_tasks()

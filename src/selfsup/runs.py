@@ -549,9 +549,15 @@ def evaluate_run(
 
 
 def backbone_data(recipe, split: str, data: str | None, backbone):
-    """A run's data (or `data`) as the images its backbone takes: resized to the recipe's
-    size and, where the channels differ (gray against RGB), converted, saying so once."""
-    dataset = build_data(recipe, split, spec=data)
+    """A run's data (or `data`) as the images its backbone takes: resized to the size it was
+    pretrained at and, where the channels differ (gray against RGB), converted, saying so
+    once."""
+    # The backbone's own size, not the recipe's: a recipe without image_size (28 px
+    # Fashion-MNIST) would leave other data at its own size (a folder's default 32 px), which
+    # a ViT cannot take and a CNN sees at another scale than it learnt, and than
+    # prepare_images and `selfsup predict` give it.
+    size = backbone.config.get("image_size", recipe.image_size)
+    dataset = build_data(dataclasses.replace(recipe, image_size=size), split, spec=data)
     converted = match_channels(dataset, backbone.config["in_channels"])
     if converted is not dataset and split == "train":
         kind = {1: "gray", 3: "RGB"}

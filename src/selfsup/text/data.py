@@ -281,7 +281,10 @@ class LabeledText(BatchDataset):
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(labels) - set(index))
         if unknown:
-            raise DataError(f"labels {unknown[:5]} do not occur in the training data's labels")
+            raise DataError(
+                f"labels {unknown[:5]} do not occur in the training data's labels "
+                f"{classes[:10]}; add training rows with them or drop the rows that have them"
+            )
         label_ids = torch.tensor([index[label] for label in labels], dtype=torch.int64)
         return cls(ragged, label_ids, classes, texts)
 
