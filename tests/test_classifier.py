@@ -87,6 +87,34 @@ def test_frozen_stages_and_the_backbone_it_started_from_are_kept_as_trained(run,
     assert any(not torch.equal(whole[k], v) for k, v in pretrained.state_dict().items())
 
 
+def test_the_linear_protocol_keeps_the_backbone_and_evaluates_linear_probe(run, tmp_path):
+    from selfsup.evaluate import extract_features
+    from selfsup.evaluate.linear import linear_probe_accuracy
+    from selfsup.recipe import load_run
+    from selfsup.runs import backbone_data, run_backbone
+
+    with pytest.raises(SelfSupError, match="linear protocol .* --steps, --freeze-stages do not"):
+        finetune_run(run, tmp_path / "x", protocol="linear", steps=5, freeze_stages=1)
+    with pytest.raises(SelfSupError, match="unknown protocol 'knn'"):
+        finetune_run(run, tmp_path / "x", protocol="knn")
+    assert not (tmp_path / "x").exists()
+    info = finetune_run(run, tmp_path / "clf", protocol="linear", progress=False)
+    assert info["protocol"] == "linear" and info["steps"] is None
+    clf = load_classifier(tmp_path / "clf")
+    pretrained = run_backbone(run)
+    for name, weight in pretrained.state_dict().items():
+        assert torch.equal(clf.backbone.state_dict()[name], weight), name
+    # The saved layer (standardisation folded in) scores what evaluate's linear probe scores
+    # on the same features, and predict reproduces it from the files.
+    recipe = load_run(run)
+    train, test = (backbone_data(recipe, split, None, pretrained) for split in ("train", "test"))
+    probe = linear_probe_accuracy(extract_features(pretrained, train), train.labels,
+                                  extract_features(pretrained, test), test.labels)  # fmt: skip
+    assert abs(info["test_accuracy"] - probe) <= 2 / len(test)
+    done = predict(tmp_path / "clf", "digits", tmp_path / "test.csv", split="test")
+    assert abs(done["accuracy"] - info["test_accuracy"]) <= 1 / len(test)
+
+
 def test_predict_labels_a_users_folders_from_files_and_python(run, tmp_path, capsys):
     _digit_folder(tmp_path / "labelled")
     code = main(["finetune", str(run), "--data", f"folder:{tmp_path / 'labelled'}",
@@ -359,6 +387,22 @@ def test_a_word2vec_classifier_is_its_logistic_regression(shared_data, sst2_slic
     expected = model.predict_proba(text_features(clf.backbone, test).numpy())
     _, probabilities = clf.predict(test.raw)
     assert np.abs(probabilities.numpy() - expected).max() < 1e-4
+
+
+def test_a_text_linear_probe_classifier_reads_mean_pooled_frozen_features(
+    text_run, sst2_slice, tmp_path
+):
+    from selfsup.runs import run_backbone
+
+    info = finetune_run(text_run, tmp_path / "clf", data=sst2_slice, protocol="linear",
+                        progress=False)  # fmt: skip
+    assert info["protocol"] == "linear" and info["steps"] is None
+    clf = load_classifier(tmp_path / "clf")
+    assert clf.settings["pool"] == "mean"
+    pretrained = run_backbone(text_run).state_dict()
+    assert all(torch.equal(w, pretrained[k]) for k, w in clf.backbone.state_dict().items())
+    done = predict(tmp_path / "clf", sst2_slice, tmp_path / "p.csv", split="test")
+    assert done["accuracy"] == info["test_accuracy"]
 
 
 def test_bad_text_input_is_one_line_and_writes_nothing(text_run, sst2_slice, tmp_path, capsys):

@@ -29,6 +29,8 @@ from selfsup.errors import NoTestSplit, SelfSupError
 FORMAT = "selfsup-classifier/1"
 DESCRIPTION = "classifier.json"
 HEAD = "head.safetensors"
+PROTOCOLS = ("finetune", "linear")  # as evaluate names them: the head trained with the
+# backbone, or evaluate's linear probe on the frozen backbone
 KINDS = ("image", "text")  # classifier.json's "kind"; a description without one is image
 # What an image fine-tuning takes when the caller leaves lr / batch_size out (a text run's
 # come from its recipe: text.evaluate.finetune_settings).
@@ -82,7 +84,7 @@ class TextClassifier(Classifier):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) of int64 token ids (B, T), [PAD]-padded on the right."""
-        return self.head(self.backbone.features(tokens))
+        return self.head(self.backbone.features(tokens, pool=self.settings.get("pool")))
 
     def tokenize(self, texts: list[str]):
         """The texts as fine-tuning read them (a LabeledText without labels)."""
@@ -101,7 +103,8 @@ class TextClassifier(Classifier):
         if not texts:
             return [], torch.empty(0, len(self.classes))
         device = str(next(self.parameters()).device)
-        logits = text_logits(self.backbone, self.head, self.tokenize(texts), device)
+        tokens = self.tokenize(texts)
+        logits = text_logits(self.backbone, self.head, tokens, device, self.settings.get("pool"))
         probabilities = logits.softmax(dim=1)
         return [self.classes[i] for i in probabilities.argmax(1).tolist()], probabilities
 
@@ -202,6 +205,7 @@ def finetune_run(
     out: str | Path,
     *,
     data: str | None = None,
+    protocol: str = "finetune",
     freeze_stages: int = 0,
     steps: int | None = None,
     epochs: int | None = None,
@@ -216,7 +220,9 @@ def finetune_run(
     classifier to `out`. `freeze_stages` keeps the lowest stages as pretrained; freezing all
     of them trains the head alone. `lr` and `batch_size` default to 1e-3 and 256 for an image
     run, to the recipe's text fine-tuning settings for a text run (finetune_text_run).
-    Returns what classifier.json records."""
+    `protocol="linear"` keeps the backbone as pretrained and fits evaluate's linear probe
+    (logistic regression on its frozen features) as the head instead; no training flag
+    applies then. Returns what classifier.json records."""
     from selfsup.evaluate.finetune import finetune
     from selfsup.evaluate.labels import require_two_classes
     from selfsup.recipe import check_value
@@ -229,6 +235,8 @@ def finetune_run(
     )
     from selfsup.text.corpus import is_text_spec
 
+    if protocol not in PROTOCOLS:
+        raise SelfSupError(f"unknown protocol {protocol!r}; use {' or '.join(PROTOCOLS)}")
     for name, value in (("seed", seed), ("freeze_stages", freeze_stages)):
         check_value(name, value, "int")
     for name, value in (("steps", steps), ("epochs", epochs), ("batch_size", batch_size)):
@@ -253,7 +261,8 @@ def finetune_run(
         )
     if is_text_spec(recipe.data):
         return finetune_text_run(
-            run_dir, out, recipe, data, freeze_stages=freeze_stages, steps=steps, epochs=epochs,
+            run_dir, out, recipe, data, protocol=protocol, freeze_stages=freeze_stages,
+            steps=steps, epochs=epochs,
             lr=lr, batch_size=batch_size, seed=seed, device=device, progress=progress,
         )  # fmt: skip
     if data and is_text_spec(data):
@@ -261,6 +270,11 @@ def finetune_run(
             f"{run_dir} was pretrained on images ({recipe.data}) but {data} is text; fine-tune "
             "a text run on it, or give labelled images (folder:DIR)"
         )
+    if protocol == "linear":
+        _refuse_training_flags("the linear protocol fits a logistic regression on the frozen "
+                               "features (as evaluate's linear probe)", steps=steps,
+                               epochs=epochs, lr=lr, batch_size=batch_size,
+                               freeze_stages=freeze_stages)  # fmt: skip
     lr = IMAGE_LR if lr is None else lr
     batch_size = IMAGE_BATCH_SIZE if batch_size is None else batch_size
     device = resolve_device(device)
@@ -276,25 +290,33 @@ def finetune_run(
             )
     train, test = datasets["train"], datasets["test"]
     require_two_classes(train.labels, data or recipe.data, "label images of two classes or more")
-    result = finetune(
-        backbone, train, test, freeze_stages=freeze_stages, steps=steps, epochs=epochs,
-        lr=lr, batch_size=batch_size, seed=seed, device=device,
-        progress="fine-tuning" if progress else None,
-    )  # fmt: skip
+    if protocol == "linear":
+        model, head, accuracy = _linear_probe_classifier(backbone, train, test, seed, device)
+        steps, how = None, "logistic regression on the frozen features (evaluate's linear probe)"
+    else:
+        result = finetune(
+            backbone, train, test, freeze_stages=freeze_stages, steps=steps, epochs=epochs,
+            lr=lr, batch_size=batch_size, seed=seed, device=device,
+            progress="fine-tuning" if progress else None,
+        )  # fmt: skip
+        model, head, accuracy, steps = result.backbone, result.head, result.accuracy, result.steps
+        how = "AdamW, warm-up then cosine decay, light augmentation (evaluate's fine-tuning)"
     classes = (
         [str(c) for c in train.classes]
         if train.classes
-        else [str(i) for i in range(result.head.out_features)]
+        else [str(i) for i in range(head.out_features)]
     )
-    classifier = Classifier(result.backbone.cpu(), result.head.cpu(), classes)
+    classifier = Classifier(model.cpu(), head.cpu(), classes)
     info = {
-        "test_accuracy": result.accuracy,
+        "test_accuracy": accuracy,
         "test_images": len(test),
         "train_images": len(train),
         "image_size": int(train.image_shape[-1]),  # the backbone's: predict resizes to it
-        "steps": result.steps,
-        "freeze_stages": freeze_stages,
-        "lr": lr,
+        "protocol": protocol,
+        "training": how,
+        "steps": steps,
+        "freeze_stages": freeze_stages if protocol == "finetune" else None,
+        "lr": lr if protocol == "finetune" else None,
         "seed": seed,
         "run": str(run_dir.resolve()),
         "pretraining_steps": pretrained.get("steps"),
@@ -302,6 +324,32 @@ def finetune_run(
     }
     _save(classifier, out, info)
     return {"kind": "image", "classes": classes, **info}
+
+
+def _refuse_training_flags(why: str, **flags: Any) -> None:
+    """One line naming the training flags given where no head is trained by steps."""
+    given = ["--" + name.replace("_", "-") for name, value in flags.items() if value]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise SelfSupError(f"{why}, so {', '.join(given)} {verb} not apply; --data and --device do")
+
+
+def _linear_probe_classifier(
+    backbone: nn.Module, train: Any, test: Any, seed: int, device: str
+) -> tuple[nn.Module, nn.Linear, float]:
+    """(the backbone as pretrained, evaluate's linear probe on its frozen features as one
+    layer, the test accuracy of the two together as predict will compute it)."""
+    from selfsup.evaluate import extract_features
+    from selfsup.evaluate.linear import fit_linear_probe
+
+    train_x = extract_features(backbone, train, device=device)
+    test_x = extract_features(backbone, test, device=device)
+    num_classes = len(train.classes) if train.classes else int(train.labels.max()) + 1
+    head = fit_linear_probe(train_x, train.labels, num_classes, seed=seed)
+    with torch.no_grad():
+        predicted = head(test_x).argmax(1)
+    # Counted, not averaged in float32: the fraction predict reports for the same images.
+    return backbone, head, int((predicted == test.labels).sum()) / len(test)
 
 
 def _require_free_out(out: Path) -> None:
@@ -355,6 +403,7 @@ def finetune_text_run(
     recipe: Any,
     data: str | None,
     *,
+    protocol: str,
     freeze_stages: int,
     steps: int | None,
     epochs: int | None,
@@ -367,7 +416,8 @@ def finetune_text_run(
     """finetune_run for a text run (its arguments checked there): the training of evaluate's
     "ssl finetune" rows on every labelled text of the train split, with evaluate's budget
     (finetune_settings: batch size, lr, epochs capped at max_steps) unless `steps`, `epochs`,
-    `lr` or `batch_size` say otherwise; a word2vec run gets evaluate's "ssl linear" instead."""
+    `lr` or `batch_size` say otherwise; `protocol="linear"`, and every word2vec run, get
+    evaluate's "ssl linear" instead (logistic regression on the mean-pooled frozen features)."""
     from selfsup.evaluate.finetune import first_stages
     from selfsup.runs import note_partial_run, resolve_device, run_backbone
     from selfsup.text.build import labeled_splits, text_framing, text_options
@@ -398,17 +448,18 @@ def finetune_text_run(
     # vocabulary-sized table on a few labels moves only the words those labels contain. The
     # classifier kept is that protocol's: logistic regression on the averaged vectors, as one
     # linear layer, so no step count, learning rate or batch size applies.
-    frozen_only = recipe.backbone_name == "word_vectors"
+    word_vectors = recipe.backbone_name == "word_vectors"
+    frozen_only = word_vectors or protocol == "linear"
     if frozen_only:
-        flags = {"--steps": steps, "--epochs": epochs, "--lr": lr, "--batch-size": batch_size,
-                 "--freeze-stages": freeze_stages or None}  # fmt: skip
-        given = [flag for flag, value in flags.items() if value is not None]
-        if given:
-            raise SelfSupError(
-                f"{run_dir} is a word2vec run: its classifier is logistic regression on the "
-                f"frozen averaged vectors (as evaluate scores it), so {', '.join(given)} "
-                f"{'does' if len(given) == 1 else 'do'} not apply; --data and --device do"
-            )
+        why = (
+            f"{run_dir} is a word2vec run: its classifier is logistic regression on the frozen "
+            "averaged vectors (as evaluate scores it)"
+            if word_vectors
+            else "the linear protocol fits a logistic regression on the frozen features (as "
+            "evaluate's linear probe)"
+        )
+        _refuse_training_flags(why, steps=steps, epochs=epochs, lr=lr, batch_size=batch_size,
+                               freeze_stages=freeze_stages)  # fmt: skip
     device = resolve_device(device)
     tokenizer, backbone = load_tokenizer(run_dir), run_backbone(run_dir)
     first_stages(backbone, freeze_stages)  # too many stages: an error before the slow work
@@ -421,7 +472,7 @@ def finetune_text_run(
         train_x = text_features(backbone, train, device)
         head = logistic_regression_layer(fit_logistic_regression(train_x, train.labels))
         model, head = backbone, head.to(device)
-        how = "logistic regression on the frozen averaged word vectors (evaluate's linear probe)"
+        how = "logistic regression on the frozen mean-pooled features (evaluate's linear probe)"
     else:
         batch_size = settings["batch_size"] if batch_size is None else batch_size
         lr = settings["lr"] if lr is None else lr
@@ -438,17 +489,21 @@ def finetune_text_run(
         )  # fmt: skip
         how = "AdamW, 10% warm-up then linear decay (evaluate's text fine-tuning)"
     # Scored by the very layers saved, so predict on this test split gives this number.
-    accuracy = text_accuracy(model, head, test, device)
+    pool = "mean" if frozen_only else None  # what the head was fitted on: text_features'
+    accuracy = text_accuracy(model, head, test, device, pool)
     encoder, max_len = text_framing(model)
     opts = text_options(recipe)
-    if frozen_only:
+    if word_vectors:
         features = "averaged word vectors"
+    elif frozen_only:
+        features = "mean of the final states"
     else:
         features = "[CLS] state" if encoder else "final token's state"
     text_settings = {
         "encoder": encoder,
         "max_len": max_len,
         "features": features,
+        "pool": pool,
         "text_column": opts["text_column"],
         "label_column": opts["label_column"],
         "tokenizer": f"{tokenizer.kind} ({tokenizer.vocab_size} tokens)",
@@ -458,6 +513,7 @@ def finetune_text_run(
         "test_accuracy": accuracy,
         "test_texts": len(test),
         "train_texts": len(train),
+        "protocol": "linear" if frozen_only else "finetune",
         "training": how,
         "steps": steps,
         "batch_size": batch_size,

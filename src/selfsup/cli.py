@@ -258,11 +258,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--out", required=True, help="folder to write the classifier to")
     f.add_argument(
+        "--protocol",
+        choices=("finetune", "linear"),
+        default="finetune",
+        help="finetune (default): train the head with the backbone; linear: keep the backbone "
+        "as pretrained and fit evaluate's linear probe as the head (often better with very "
+        "few labels; see `selfsup evaluate`)",
+    )
+    f.add_argument(
         "--freeze-stages",
         type=int,
         default=0,
-        help="keep the first K backbone stages as pretrained (default 0; all of them: the head "
-        "alone)",
+        help="keep the first K backbone stages as pretrained (default 0; for a wholly frozen "
+        "backbone, --protocol linear fits a better head)",
     )
     f.add_argument("--steps", type=_at_least_one, help="training steps (default: from the labels)")
     f.add_argument("--epochs", type=_at_least_one, help="or passes over the labelled data")
@@ -447,6 +455,7 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         args.run,
         args.out,
         data=args.data,
+        protocol=args.protocol,
         freeze_stages=args.freeze_stages,
         steps=args.steps,
         epochs=args.epochs,
@@ -456,15 +465,16 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         device=args.device,
         progress=not args.no_progress,
     )
-    if info["kind"] == "text":
-        trained = (
-            f"fine-tuned for {info['steps']} steps"
-            if info["steps"] is not None
-            else "fitted logistic regression on the frozen word vectors"
-        )
-        what, new = "texts", "text:NEW_TEXTS.txt"
-    else:
-        trained, what, new = f"fine-tuned for {info['steps']} steps", "images", "folder:NEW_IMAGES"
+    trained = (
+        f"fine-tuned for {info['steps']} steps"
+        if info["protocol"] == "finetune"
+        else "fitted the linear probe on the frozen features"
+    )
+    what, new = (
+        ("texts", "text:NEW_TEXTS.txt")
+        if info["kind"] == "text"
+        else ("images", "folder:NEW_IMAGES")
+    )
     print(
         f"{trained} on {info[f'train_{what}']} labelled {what}: {info['test_accuracy']:.3f} "
         f"accuracy on the {info[f'test_{what}']} held out "

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from selfsup.errors import SelfSupError
 
@@ -109,6 +110,35 @@ def choose_weight_decay(
     return best
 
 
+def _check_features(train_x: torch.Tensor, train_y: torch.Tensor) -> None:
+    if train_x.ndim != 2 or train_x.shape[0] != train_y.shape[0] or train_x.shape[0] == 0:
+        raise SelfSupError(
+            f"linear probe: got features {tuple(train_x.shape)} and labels "
+            f"{tuple(train_y.shape)}; pass (N, D) features with N >= 1 and one label each"
+        )
+
+
+def _fit_standardised(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    weight_decay: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, std, (weight, bias)): logistic regression on features standardised with the
+    train statistics, its L2 strength chosen on the training labels unless given."""
+    mean = train_x.mean(0)
+    # Constant features (MNIST's empty borders) get std 1 instead of a division by zero.
+    std = train_x.std(0, unbiased=False)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    x = (train_x - mean) / std
+    with _threads_for(x):
+        if weight_decay is None:
+            weight_decay = choose_weight_decay(x, train_y, num_classes, seed=seed)
+        params = fit_logistic_regression(x, train_y, num_classes, weight_decay=weight_decay)
+    return mean, std, params
+
+
 def linear_probe_accuracy(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -124,23 +154,26 @@ def linear_probe_accuracy(
     The L2 strength comes from a validation split of the training labels when every class has
     at least 5, else a fixed default of 1e-2; pass `weight_decay` to skip the search.
     """
-    if train_x.ndim != 2 or train_x.shape[0] != train_y.shape[0] or train_x.shape[0] == 0:
-        raise SelfSupError(
-            f"linear probe: got features {tuple(train_x.shape)} and labels "
-            f"{tuple(train_y.shape)}; pass (N, D) features with N >= 1 and one label each"
-        )
+    _check_features(train_x, train_y)
     device = train_x.device
     train_x, test_x = train_x.float(), test_x.to(device).float()
     train_y, test_y = train_y.to(device).long(), test_y.to(device).long()
     if num_classes is None:
         num_classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
-    mean = train_x.mean(0)
-    # Constant features (MNIST's empty borders) get std 1 instead of a division by zero.
-    std = train_x.std(0, unbiased=False)
-    std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    with _threads_for(train_x):
-        if weight_decay is None:
-            weight_decay = choose_weight_decay(train_x, train_y, num_classes, seed=seed)
-        params = fit_logistic_regression(train_x, train_y, num_classes, weight_decay=weight_decay)
-    return _accuracy(test_x, test_y, *params)
+    mean, std, params = _fit_standardised(train_x, train_y, num_classes, seed, weight_decay)
+    return _accuracy((test_x - mean) / std, test_y, *params)
+
+
+def fit_linear_probe(
+    train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, *, seed: int = 0
+) -> nn.Linear:
+    """The linear probe linear_probe_accuracy scores, as one layer over the raw features: the
+    standardisation folds into the weights (W / std) and the bias (b - (mean / std) . W)."""
+    _check_features(train_x, train_y)
+    train_x, train_y = train_x.float(), train_y.to(train_x.device).long()
+    mean, std, (weight, bias) = _fit_standardised(train_x, train_y, num_classes, seed, None)
+    layer = nn.Linear(train_x.shape[1], num_classes).to(train_x.device)
+    with torch.no_grad():
+        layer.weight.copy_((weight / std[:, None]).T)
+        layer.bias.copy_(bias - (mean / std) @ weight)
+    return layer

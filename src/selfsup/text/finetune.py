@@ -197,23 +197,32 @@ def train_text_classifier(
 
 @torch.no_grad()
 def text_logits(
-    backbone: nn.Module, head: nn.Module, data: LabeledText, device: str = "cpu"
+    backbone: nn.Module,
+    head: nn.Module,
+    data: LabeledText,
+    device: str = "cpu",
+    pool: str | None = None,
 ) -> torch.Tensor:
-    """(N, classes) float logits of `head` on `backbone.features` of every text, on the CPU.
+    """(N, classes) float logits of `head` on `backbone.features` of every text, on the CPU;
+    `pool` as in features ("mean": what text_features, and so a linear probe, reads).
 
     In order, 256 texts a batch, each padded to its longest: the batches fine-tuning was
     scored on, so a saved classifier applied to the same texts gives the same numbers.
     """
     return torch.cat(
         [
-            head(backbone.features(data.get_batch(idx)["tokens"].to(device))).float().cpu()
+            head(backbone.features(data.get_batch(idx)["tokens"].to(device), pool=pool))
+            .float()
+            .cpu()
             for idx in torch.arange(len(data)).split(256)
         ]
     )
 
 
-def text_accuracy(backbone: nn.Module, head: nn.Module, test: LabeledText, device: str) -> float:
+def text_accuracy(
+    backbone: nn.Module, head: nn.Module, test: LabeledText, device: str, pool: str | None = None
+) -> float:
     """The fraction of `test` whose likeliest class (text_logits) is its label."""
-    predicted = text_logits(backbone, head, test, device).argmax(1)
+    predicted = text_logits(backbone, head, test, device, pool).argmax(1)
     # Counted, not averaged in float32: the fraction predict reports for the same texts.
     return int((predicted == test.labels).sum()) / len(test)
