@@ -11,6 +11,7 @@ import torch
 from selfsup.errors import DataError, SelfSupError
 from selfsup.text.corpus import (
     iter_documents,
+    iter_table,
     parse_text_spec,
     plain_documents,
     read_parallel,
@@ -121,6 +122,15 @@ def test_bad_specs_name_the_problem(tmp_path):
         parse_text_spec(f"text:{tmp_path}/missing.txt")
     with pytest.raises(SelfSupError, match="parallel:A,B"):
         parse_text_spec(f"parallel:{tmp_path}/only_one.en")
+    with pytest.raises(DataError, match="is a directory; give a file"):
+        parse_text_spec(f"text:{tmp_path}")
+    # A comma-separated file given as tsv (or the reverse) says which kind it looks like.
+    (tmp_path / "a.csv").write_text("text,label\ngood film,1\n")
+    with pytest.raises(DataError, match=r"looks like a csv file; give it as csv:"):
+        list(iter_table(tmp_path / "a.csv", "\t"))
+    (tmp_path / "a.tsv").write_text("text\tlabel\ngood film\t1\n")
+    with pytest.raises(DataError, match=r"looks like a tsv file; give it as tsv:"):
+        list(iter_table(tmp_path / "a.tsv", ","))
 
 
 def test_packed_blocks_start_with_cls_and_join_documents_with_sep(shakespeare, wordpiece):

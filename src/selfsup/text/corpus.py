@@ -64,6 +64,8 @@ def parse_text_spec(spec: str) -> TextSpec:
     if not wanted[0] <= len(paths) <= wanted[1]:
         raise SelfSupError(f"data spec {spec!r}: expected {TEXT_SPECS[kind]}")
     for path in paths:
+        if path.is_dir():
+            raise DataError(f"{kind} data {path} is a directory; give a file: {kind}:{path}/FILE")
         if not path.is_file():
             raise DataError(f"{kind} data file {path} not found; check the path in {spec!r}")
     return TextSpec(kind, paths)
@@ -168,6 +170,13 @@ def iter_table(
         raise DataError(f"{path} is empty; a table needs a header line and rows")
     text_i = _pick(header, text_column, TEXT_COLUMNS, path, "text")
     if text_i is None:
+        # One tab-less column full of commas is a CSV read as TSV (or the reverse).
+        other = {"\t": ("csv", ","), ",": ("tsv", "\t")}[delimiter]
+        if len(header) == 1 and other[1] in header[0]:
+            raise DataError(
+                f"{path} has one column, which holds {other[1]!r}s: it looks like a "
+                f"{other[0]} file; give it as {other[0]}:{path}"
+            )
         raise MissingColumn(
             f"{path} has no text column (looked for {', '.join(TEXT_COLUMNS)}); its columns are "
             f"{', '.join(header)}",
