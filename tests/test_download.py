@@ -7,6 +7,7 @@ import hashlib
 import io
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +36,8 @@ class FileServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.cut_first = False
+        self.drip_first = False  # send the first response a byte at a time, then hang up
+        self.dripped = 0  # bytes of it sent before the client hung up
         self.fail_with: int | None = None  # answer every request with this HTTP status
         self.requests: list[tuple[str, str | None]] = []
 
@@ -67,6 +70,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         body = data[start:]
+        if self.server.drip_first and first:
+            self.close_connection = True
+            for byte in body[:200]:  # 4 s of trickle, unless the client hangs up first
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:  # the client gave up on this connection
+                    return
+                self.server.dripped += 1
+                time.sleep(0.02)
+            return
         if self.server.cut_first and first:
             body = body[: len(body) // 2]  # promise the whole file, then hang up half-way
             self.close_connection = True
@@ -230,6 +244,23 @@ def test_a_mirror_that_is_no_url_is_a_one_line_error(mirror, tmp_path, monkeypat
     with pytest.raises(DataError, match=r"SELFSUP_DATA_MIRROR '.*' is not an http:// or https"):
         download_dataset("mnist", tmp_path / "mnist")
     assert not (tmp_path / "mnist").exists()
+
+
+def test_a_server_that_trickles_bytes_counts_as_cut_and_the_download_resumes(
+    server, fm_files, tmp_path, monkeypatch
+) -> None:
+    """Each read got a byte within TIMEOUT_S, so a trickle never timed out: it now counts as
+    a cut connection once a window brings too few bytes, and the retry resumes the .part."""
+    monkeypatch.setattr(download, "STALL_WINDOW_S", 0.2)
+    monkeypatch.setattr(download, "STALL_MIN_BYTES", 1000)
+    name = FM_NAMES[0]
+    base = serve(server, {name: fm_files[name]})
+    server.drip_first = True
+    download.fetch_file(f"{base}/{name}", tmp_path / name, md5s(fm_files)[name])
+    assert (tmp_path / name).read_bytes() == fm_files[name]
+    (first, _), (second, resumed_from) = server.requests
+    assert first == second and resumed_from is not None and resumed_from != "bytes=0-"
+    assert server.dripped < 100  # the client hung up on the trickle, not the server
 
 
 def test_download_replaces_a_damaged_file_that_is_present(

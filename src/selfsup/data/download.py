@@ -28,6 +28,10 @@ MIRROR_ENV = "SELFSUP_DATA_MIRROR"
 CIFAR_DIRNAME = "cifar-10-batches-bin"
 BACKOFF_S = 1.0  # first retry waits this long, then doubles
 TIMEOUT_S = 30.0
+# A server that keeps trickling bytes never hits TIMEOUT_S (it limits each read, not the
+# download): fewer than STALL_MIN_BYTES in STALL_WINDOW_S counts as a cut connection.
+STALL_WINDOW_S = 60.0
+STALL_MIN_BYTES = 64 * 1024
 _CHUNK = 1 << 16
 
 
@@ -124,12 +128,22 @@ def _stream_to_part(url: str, part: Path) -> None:
         # Local write errors become DataError, which the caller does not retry: only errors
         # of the connection (OSError from response.read) are worth another attempt.
         with f, _progress(part.stem, total, offset) as advance:
-            while chunk := response.read(_CHUNK):
+            window_start, window_bytes = time.monotonic(), 0
+            # read1: what has arrived, so a trickle is seen between reads, not inside one.
+            while chunk := response.read1(_CHUNK):
                 try:
                     f.write(chunk)
                 except OSError as exc:
                     raise _cannot_write(part, exc) from exc
                 advance(len(chunk))
+                window_bytes += len(chunk)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= STALL_WINDOW_S:
+                    if window_bytes < STALL_MIN_BYTES:
+                        raise ConnectionError(
+                            f"the server sent only {window_bytes} bytes in {elapsed:.0f} s"
+                        )
+                    window_start, window_bytes = time.monotonic(), 0
             try:
                 f.flush()
             except OSError as exc:
