@@ -90,7 +90,7 @@ def main() -> None:
         true_middle = clips[rows, (index[:, 0] + index[:, 2]) // 2]
         clip, frame = closest_frame_elsewhere(clips, true_middle, rows)
         foreign = tuples.clone()
-        foreign[:, 1] = clips[clip, frame]
+        foreign[:, 1] = clips[clip[:, 0], frame[:, 0]]
         negative = labels == 0
         in_order = head_says_in_order(task, tuples)
         right["in order"] += in_order[~negative].float().tolist()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from selfsup.backbones import build_backbone
 from selfsup.data import load_images
 from selfsup.errors import SelfSupError
-from selfsup.tasks.clips import MapReadout
+from selfsup.tasks.clips import MapReadout, read_frames
 from selfsup.tasks.dpc import DensePredictiveCoding
 from selfsup.tasks.frame_order import FrameOrder, order_tuples
 from selfsup.tasks.future_frame import FutureFrame, split_past_future
@@ -90,6 +90,51 @@ def test_frame_order_layout_expert_reads_only_where_the_ink_is_and_learns_alone(
     F.binary_cross_entropy_with_logits(task.layout_logits(tuples), labels).backward()
     for alone, step in zip(task.layout_expert.parameters(), from_step, strict=True):
         assert torch.allclose(alone.grad, step, atol=1e-6)
+
+
+def test_frame_order_batch_choice_scores_tuples_as_the_pair_head_does_and_aims_at_c(clips):
+    task = FrameOrder(_backbone(), (1, 32, 32), negatives="batch").eval()
+    torch.manual_seed(0)
+    tuples, _, _ = order_tuples(clips, gap=3)
+    features = read_frames(task, task.readout, tuples)
+    # Every (b_i, x_j, d_i) scored at once is the pair head's verdict on that tuple.
+    scores = task.middle_logits(features[:, 0], features[:, 2], features[:, 1])
+    for j in (0, 5):
+        mixed = tuples.clone()
+        mixed[:, 1] = tuples[j, 1]
+        assert torch.allclose(scores[:, j], task.head_logits(mixed), atol=1e-5)
+    # With every candidate scored alike, the choice is among the batch's 5B frames less the
+    # clip's own b and d; a head that scores each clip's own c highest has nothing left to learn.
+    task.train()
+    batch = len(clips)
+    flat = torch.zeros(batch, 5 * batch)
+    task.middle_logits = lambda first, last, candidates: flat.clone().requires_grad_()
+    out = task.training_step({"clips": clips})
+    assert set(out) == {"loss", "accuracy", "order_accuracy"}
+    assert float(out["loss"].detach()) == pytest.approx(math.log(5 * batch - 2), abs=1e-5)
+    flat[torch.arange(batch), torch.arange(batch) * 5 + 2] = 50.0
+    out = task.training_step({"clips": clips})
+    assert float(out["loss"].detach()) < 1e-6 and out["accuracy"] == out["order_accuracy"] == 1.0
+
+
+def test_frame_order_lookalikes_are_other_clips_frames_laid_out_like_c(clips):
+    from selfsup.tasks.clips import closest_frame_elsewhere, coarse_layout
+
+    torch.manual_seed(0)
+    targets = clips[:, 7]
+    clip, frame = closest_frame_elsewhere(clips, targets, torch.arange(len(clips)), k=4)
+    assert clip.shape == frame.shape == (len(clips), 4)
+    assert not (clip == torch.arange(len(clips))[:, None]).any()  # never its own clip
+    layout = coarse_layout(clips.flatten(0, 1)).view(len(clips), 20, -1)
+    picked = (layout[clip, frame] - coarse_layout(targets)[:, None]).norm(dim=2)
+    assert (picked.diff(dim=1) >= 0).all()  # closest first
+    for i in range(len(clips)):
+        others = (layout - coarse_layout(targets)[i]).norm(dim=2)
+        others[i] = float("inf")
+        assert torch.allclose(picked[i], others.flatten().sort().values[:4])
+    task = FrameOrder(_backbone(), (1, 32, 32), negatives="batch", lookalikes=3)
+    out = task.training_step({"clips": clips})
+    assert 0.0 <= float(out["lookalike_accuracy"]) <= 1.0
 
 
 def test_frame_order_samples_tuples_where_there_is_motion():
@@ -212,6 +257,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         lambda b: FrameOrder(b, (1, 32, 32), frame_turns=0.5, frame_flips=True),
         lambda b: FrameOrder(b, (1, 32, 32), foreign=0.5),
         lambda b: FrameOrder(b, (1, 32, 32), foreign=0.5, layout_expert=True),
+        lambda b: FrameOrder(b, (1, 32, 32), negatives="batch", lookalikes=2, frame_shift=2),
         lambda b: DensePredictiveCoding(b, (1, 32, 32), past=3, future=2, dim=16, width=32),
         lambda b: DensePredictiveCoding(
             b, (1, 32, 32), past=3, future=2, dim=16, width=32, negatives="same_cell"
@@ -229,6 +275,7 @@ def test_dpc_same_cell_candidates_differ_only_in_what_the_clip_shows(clips):
         "frame_order_turned_and_flipped",
         "frame_order_foreign",
         "frame_order_layout_expert",
+        "frame_order_batch_choice",
         "dpc",
         "dpc_same_cell",
     ],
@@ -322,6 +369,12 @@ def test_frame_order_options_are_checked():
         FrameOrder(_backbone(), (1, 32, 24), frame_turns=True)
     with pytest.raises(SelfSupError, match="crossing"):
         FrameOrder(_backbone(), (1, 32, 32), windows="overlap")
+    with pytest.raises(SelfSupError, match="negatives is one of pair, batch"):
+        FrameOrder(_backbone(), (1, 32, 32), negatives="all")
+    with pytest.raises(SelfSupError, match="leave foreign"):
+        FrameOrder(_backbone(), (1, 32, 32), negatives="batch", foreign=0.5)
+    with pytest.raises(SelfSupError, match="lookalikes"):
+        FrameOrder(_backbone(), (1, 32, 32), lookalikes=4)
 
 
 def test_crossing_windows_are_drawn_where_the_objects_overlap():

@@ -47,18 +47,18 @@ def coarse_layout(frames: torch.Tensor, cells: int = 8) -> torch.Tensor:
 
 
 def closest_frame_elsewhere(
-    clips: torch.Tensor, targets: torch.Tensor, own: torch.Tensor, cells: int = 8
+    clips: torch.Tensor, targets: torch.Tensor, own: torch.Tensor, cells: int = 8, k: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each target frame (N, C, H, W) from clip `own` (N,), the frame of another clip
-    (B, T, C, H, W) whose coarse_layout is closest (L2): where the ink is matches, what it
-    shows need not. Returns (clip indices (N,), frame indices (N,))."""
+    """For each target frame (N, C, H, W) from clip `own` (N,), the `k` frames of other clips
+    (B, T, C, H, W) whose coarse_layout is closest (L2), closest first: where the ink is
+    matches, what it shows need not. Returns (clip indices (N, k), frame indices (N, k))."""
     batch, frames = clips.shape[:2]
     if batch < 2:
         raise SelfSupError("a frame from another clip needs at least 2 clips in the batch")
     pool = coarse_layout(clips.flatten(0, 1), cells)  # (B * T, cells * cells)
     distance = torch.cdist(coarse_layout(targets, cells), pool)  # (N, B * T)
     same_clip = own[:, None] == torch.arange(batch, device=clips.device).repeat_interleave(frames)
-    best = distance.masked_fill(same_clip, float("inf")).argmin(1)
+    best = distance.masked_fill(same_clip, float("inf")).topk(k, dim=1, largest=False).indices
     return best // frames, best % frames
 
 

@@ -27,6 +27,16 @@ the frame shows can give x away. `layout_expert: true` is a product of experts (
 2019, Don't Take the Easy Way Out): an MLP on the frames' 8x8 layouts learns what the layout
 alone tells, and the backbone's head is trained on the sum of both verdicts with the expert's
 held fixed, so the backbone is pushed only where the layout leaves the answer open.
+
+`negatives: batch` asks the same question as a choice among many, not a yes or no: which
+frame lies between b and d? The candidates are c, the clip's own outside frames a and e (the
+paper's negatives), and all five frames of every other clip in the batch; the same head scores
+each (b, x, d) and a softmax over the candidates is trained to pick c (cross-entropy). One
+frame from elsewhere against the true one is told apart by stroke and ink; hundreds of them,
+as MICLe's negatives, need what the clip shows (docs/video_experiments.md). `lookalikes: K`
+adds, for each clip, the K frames of other clips laid out most like c, and `frame_views`
+(fields of selfsup.augment.ViewAugment, e.g. {crop_scale: [0.85, 1], blur_p: 0.5}) gives every
+frame a view of its own, so that matching a candidate to b and d pixel by pixel fails.
 docs/video_experiments.md has what each of these measured.
 """
 
@@ -37,10 +47,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.augment import (
+    ViewAugment,
     horizontal_flip,
     light_augment,
     random_quarter_turns,
     random_translate,
+    views_from,
 )
 from selfsup.data.video import check_window, gather_frames, sample_windows
 from selfsup.errors import SelfSupError
@@ -57,6 +69,7 @@ from selfsup.tasks.clips import (
 )
 
 LAYOUT_CELLS = 8  # the layout expert sees each frame's mean ink on an 8x8 grid
+NEGATIVES = ("pair", "batch")
 
 
 def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
@@ -98,7 +111,7 @@ def order_tuples(
     if swap.any():
         rows = swap.nonzero().squeeze(1)
         clip, frame = closest_frame_elsewhere(clips, clips[rows, five[rows, 2]], rows)
-        tuples[rows, 1] = clips[clip, frame]
+        tuples[rows, 1] = clips[clip[:, 0], frame[:, 0]]
         index[rows, 1] = -1
     return tuples, positive.float(), index
 
@@ -122,11 +135,16 @@ class FrameOrder(Task):
         windows: str = "motion",
         foreign: float = 0.0,
         layout_expert: bool = False,
+        negatives: str = "pair",
+        lookalikes: int = 0,
+        frame_views: dict | None = None,
     ) -> None:
         """`readout`: "map" (default) reads each frame's feature map through a MapReadout,
         "pooled" its pooled features (see MapReadout for why the map). `frame_shift`,
         `frame_turns`, `frame_flips`, `windows` ("motion" or "crossing"), `foreign` and
-        `layout_expert`: see the module docstring (0 / false / "motion" = off)."""
+        `layout_expert`: see the module docstring (0 / false / "motion" = off). `negatives`: "pair"
+        (the paper's yes-or-no question) or "batch" (the middle frame among every frame of the
+        batch, see the module docstring)."""
         super().__init__(backbone)
         if frame_shift < 0:
             raise SelfSupError(f"frame_order frame_shift must be >= 0 pixels, got {frame_shift}")
@@ -143,6 +161,26 @@ class FrameOrder(Task):
             raise SelfSupError(f"frame_order foreign is a probability in [0, 1], got {foreign}")
         if windows not in ("motion", "crossing"):
             raise SelfSupError(f"frame_order windows is 'motion' or 'crossing', got {windows!r}")
+        if negatives not in NEGATIVES:
+            raise SelfSupError(
+                f"frame_order negatives is one of {', '.join(NEGATIVES)}, got {negatives!r}"
+            )
+        if negatives == "batch" and (foreign or layout_expert or frame_turns or frame_flips):
+            raise SelfSupError(
+                "frame_order negatives=batch already draws frames from other clips and asks no "
+                "yes-or-no question: leave foreign, layout_expert, frame_turns and frame_flips off"
+            )
+        if lookalikes < 0 or (lookalikes and negatives != "batch"):
+            raise SelfSupError(
+                f"frame_order lookalikes is a number of frames >= 0 for negatives=batch, got "
+                f"{lookalikes} with negatives={negatives}"
+            )
+        self.negatives, self.lookalikes = negatives, lookalikes
+        if frame_views is not None and negatives != "batch":
+            raise SelfSupError("frame_order frame_views is for negatives=batch")
+        # Off unless asked for: each field named turns that part of the views on.
+        still = ViewAugment((1.0, 1.0), (1.0, 1.0), flip_p=0, jitter_p=0, gray_p=0, blur_p=0)
+        self.frame_views = views_from(frame_views, still) if frame_views else None
         self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
         self.frame_turns, self.frame_flips, self.windows = float(frame_turns), frame_flips, windows
         self.foreign = float(foreign)
@@ -154,6 +192,8 @@ class FrameOrder(Task):
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         clips = require_clips(batch, self.name)
+        if self.negatives == "batch":
+            return self.middle_choice_step(clips)
         tuples, labels, _ = order_tuples(clips, self.gap, self.windows, self.foreign)
         if self.frame_shift or self.frame_turns or self.frame_flips:
             b, n, c, h, w = tuples.shape
@@ -185,6 +225,62 @@ class FrameOrder(Task):
             "accuracy": ((joint > 0).float() == labels).float().mean(),
             "layout_accuracy": ((bias > 0).float() == labels).float().mean(),
         }
+
+    def middle_choice_step(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
+        """negatives=batch: for each clip, which of the batch's frames lies between its b and d."""
+        batch = len(clips)
+        if self.windows == "crossing":
+            weights = crossing_weights(clips, self.gap)
+        else:
+            weights = window_motion(clips, 4 * self.gap + 1)
+        five, index = sample_windows(clips, 5, self.gap, weights=weights)  # a, b, c, d, e
+        rows = torch.arange(batch, device=clips.device)
+        frames = five
+        if self.lookalikes:
+            # Frames of other clips laid out most like c: where the ink is cannot reject them.
+            clip, frame = closest_frame_elsewhere(clips, five[:, 2], rows, k=self.lookalikes)
+            frames = torch.cat([five, clips[clip, frame]], dim=1)  # (B, 5 + K, C, H, W)
+        if self.frame_shift:
+            b, n, c, h, w = frames.shape
+            frames = random_translate(frames.reshape(b * n, c, h, w), self.frame_shift)
+            frames = frames.view(b, n, c, h, w)
+        if self.frame_views is not None:
+            frames = self.frame_views(frames.flatten(0, 1)).view_as(frames)
+        if self.augment:
+            # One crop and flip per clip, its look-alikes included: no candidate can differ
+            # from b and d by the augmentation alone.
+            b, n, c, h, w = frames.shape
+            frames = light_augment(frames.reshape(b, n * c, h, w)).view(b, n, c, h, w)
+        features = read_frames(self, self.readout, frames)  # (B, 5 + K, D)
+        logits = self.middle_logits(features[:, 1], features[:, 3], features.flatten(0, 1))
+        per_clip = frames.shape[1]
+        # b and d themselves are no answer to "what lies between b and d".
+        own_ends = torch.zeros_like(logits, dtype=torch.bool)
+        own_ends[rows, rows * per_clip + 1] = own_ends[rows, rows * per_clip + 3] = True
+        logits = logits.masked_fill(own_ends, float("-inf"))
+        target = rows * per_clip + 2
+        own = logits.view(batch, batch, per_clip)[rows, rows]  # (B, 5 + K): its own candidates
+        logs = {
+            "loss": F.cross_entropy(logits, target),
+            "accuracy": (logits.argmax(1) == target).float().mean(),
+            # The paper's question inside the choice: c scored above a and e of its own clip.
+            "order_accuracy": (own[:, 2] > own[:, [0, 4]].amax(1)).float().mean(),
+        }
+        if self.lookalikes:
+            logs["lookalike_accuracy"] = (own[:, 2] > own[:, 5:].amax(1)).float().mean()
+        return logs
+
+    def middle_logits(
+        self, first: torch.Tensor, last: torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """The head's score (B, N) of every tuple (first_i, candidate_j, last_i), from frame
+        features first, last (B, D) and candidates (N, D), without building the B x N tuples:
+        the head's first layer is a sum over the three frames' blocks of its weights."""
+        linear, activation, out = self.head
+        w_first, w_middle, w_last = linear.weight.split(first.shape[1], dim=1)
+        context = first @ w_first.T + last @ w_last.T + linear.bias  # (B, H)
+        hidden = activation(context[:, None] + (candidates @ w_middle.T)[None])  # (B, N, H)
+        return out(hidden).squeeze(2)
 
     def head_logits(self, tuples: torch.Tensor) -> torch.Tensor:
         """The backbone's head's verdict (B,) on tuples (B, 3, C, H, W)."""
