@@ -83,6 +83,19 @@ def crossing_weights(clips: torch.Tensor, gap: int) -> torch.Tensor:
     return torch.stack(frames).amax(0) ** 2
 
 
+def five_frames(
+    clips: torch.Tensor, gap: int, windows: str = "motion"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames a..e of each clip, `gap` apart, in a window drawn in proportion to its motion
+    (`windows="motion"`) or to the square of the ink its most overlapped frame hides
+    ("crossing"): (frames (B, 5, C, H, W), frame indices (B, 5))."""
+    if windows == "crossing":
+        weights = crossing_weights(clips, gap)
+    else:
+        weights = window_motion(clips, 4 * gap + 1)
+    return sample_windows(clips, 5, gap, weights=weights)
+
+
 def order_tuples(
     clips: torch.Tensor, gap: int, windows: str = "motion", foreign: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,11 +106,7 @@ def order_tuples(
     share of the negatives is (b, x, d) instead, x the frame of another clip laid out most like
     c (its index is then -1)."""
     batch = clips.shape[0]
-    if windows == "crossing":
-        weights = crossing_weights(clips, gap)
-    else:
-        weights = window_motion(clips, 4 * gap + 1)
-    _, five = sample_windows(clips, 5, gap, weights=weights)
+    _, five = five_frames(clips, gap, windows)
     positive = torch.zeros(batch, dtype=torch.bool, device=clips.device)
     positive[torch.randperm(batch, device=clips.device)[: (batch + 1) // 2]] = True
     before_or_after = torch.rand(batch, device=clips.device) < 0.5
@@ -229,11 +238,7 @@ class FrameOrder(Task):
     def middle_choice_step(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """negatives=batch: for each clip, which of the batch's frames lies between its b and d."""
         batch = len(clips)
-        if self.windows == "crossing":
-            weights = crossing_weights(clips, self.gap)
-        else:
-            weights = window_motion(clips, 4 * self.gap + 1)
-        five, index = sample_windows(clips, 5, self.gap, weights=weights)  # a, b, c, d, e
+        five, _ = five_frames(clips, self.gap, self.windows)
         rows = torch.arange(batch, device=clips.device)
         frames = five
         if self.lookalikes:
