@@ -184,12 +184,12 @@ class FrameOrder(Task):
                 f"frame_order lookalikes is a number of frames >= 0 for negatives=batch, got "
                 f"{lookalikes} with negatives={negatives}"
             )
-        self.negatives, self.lookalikes = negatives, lookalikes
         if frame_views is not None and negatives != "batch":
             raise SelfSupError("frame_order frame_views is for negatives=batch")
         # Off unless asked for: each field named turns that part of the views on.
         still = ViewAugment((1.0, 1.0), (1.0, 1.0), flip_p=0, jitter_p=0, gray_p=0, blur_p=0)
         self.frame_views = views_from(frame_views, still) if frame_views else None
+        self.negatives, self.lookalikes = negatives, lookalikes
         self.gap, self.augment, self.frame_shift = gap, augment, frame_shift
         self.frame_turns, self.frame_flips, self.windows = float(frame_turns), frame_flips, windows
         self.foreign = float(foreign)
@@ -204,19 +204,7 @@ class FrameOrder(Task):
         if self.negatives == "batch":
             return self.middle_choice_step(clips)
         tuples, labels, _ = order_tuples(clips, self.gap, self.windows, self.foreign)
-        if self.frame_shift or self.frame_turns or self.frame_flips:
-            b, n, c, h, w = tuples.shape
-            frames = random_translate(tuples.reshape(b * n, c, h, w), self.frame_shift)
-            if self.frame_flips:
-                frames = horizontal_flip(frames)
-            if self.frame_turns:
-                frames = random_quarter_turns(frames, p=self.frame_turns)
-            tuples = frames.view(b, n, c, h, w)
-        if self.augment:
-            # The 3 frames as channels of one image: one crop and flip for the whole tuple, so
-            # the augmentation cannot hint at which frame was swapped in.
-            b, n, c, h, w = tuples.shape
-            tuples = light_augment(tuples.reshape(b, n * c, h, w)).view(b, n, c, h, w)
+        tuples = self.augment_frames(tuples)
         logits = self.head_logits(tuples)
         if self.layout_expert is None:
             return {
@@ -235,6 +223,24 @@ class FrameOrder(Task):
             "layout_accuracy": ((bias > 0).float() == labels).float().mean(),
         }
 
+    def augment_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (B, N, C, H, W) of each clip's question: each frame's own shift, flip, turn
+        and view (the options that ask for them), then one crop and flip for all N frames of a
+        row (its N frames as channels of one image), so that the augmentation cannot hint at
+        which frame was swapped in."""
+        each = frames.flatten(0, 1)
+        each = random_translate(each, self.frame_shift)
+        if self.frame_flips:
+            each = horizontal_flip(each)
+        if self.frame_turns:
+            each = random_quarter_turns(each, p=self.frame_turns)
+        if self.frame_views is not None:
+            each = self.frame_views(each)
+        frames = each.view_as(frames)
+        if self.augment:
+            frames = light_augment(frames.flatten(1, 2)).view_as(frames)
+        return frames
+
     def middle_choice_step(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """negatives=batch: for each clip, which of the batch's frames lies between its b and d."""
         batch = len(clips)
@@ -245,17 +251,7 @@ class FrameOrder(Task):
             # Frames of other clips laid out most like c: where the ink is cannot reject them.
             clip, frame = closest_frame_elsewhere(clips, five[:, 2], rows, k=self.lookalikes)
             frames = torch.cat([five, clips[clip, frame]], dim=1)  # (B, 5 + K, C, H, W)
-        if self.frame_shift:
-            b, n, c, h, w = frames.shape
-            frames = random_translate(frames.reshape(b * n, c, h, w), self.frame_shift)
-            frames = frames.view(b, n, c, h, w)
-        if self.frame_views is not None:
-            frames = self.frame_views(frames.flatten(0, 1)).view_as(frames)
-        if self.augment:
-            # One crop and flip per clip, its look-alikes included: no candidate can differ
-            # from b and d by the augmentation alone.
-            b, n, c, h, w = frames.shape
-            frames = light_augment(frames.reshape(b, n * c, h, w)).view(b, n, c, h, w)
+        frames = self.augment_frames(frames)  # the look-alikes with their clip's own frames
         features = read_frames(self, self.readout, frames)  # (B, 5 + K, D)
         logits = self.middle_logits(features[:, 1], features[:, 3], features.flatten(0, 1))
         per_clip = frames.shape[1]
